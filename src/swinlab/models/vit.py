@@ -1,0 +1,299 @@
+"""Vision Transformer (Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words",
+arXiv:2010.11929), with the parameter names of timm's ``vision_transformer.py``
+(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1,
+attn.{qkv,proj},norm2,mlp.{fc1,fc2}}``, ``norm``, ``head``).
+
+Also covers the compact Keras ViT of reference 004 (resize to 72, patch 6,
+dim 64, 4 heads of key_dim 64, 8 layers, MLP [128, 64] with GELU after both
+layers, no class token, flattened tokens into a [2048, 1024] MLP head) through
+the options ``attn_head_dim``, ``mlp_hidden_dims``, ``global_pool='flatten'``,
+``head_hidden_dims`` and ``resize_to``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import DropPath, init_weights_trunc_normal, to_2tuple
+from .registry import ModelSpec, register_model
+
+__all__ = ["VisionTransformer", "Attention", "Block"]
+
+
+class Attention(nn.Module):
+    """Multi-head self attention (paper Eq. 2; Vaswani et al. 2017).
+
+    ``head_dim`` may differ from ``dim // num_heads`` (Keras
+    ``MultiHeadAttention(key_dim=...)``). ``(B, N, dim) -> (B, N, dim)``;
+    :meth:`forward` returns ``(out, probs)`` with ``probs`` ``(B, heads, N, N)``
+    only when ``return_attn``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+            head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop_p = float(attn_drop)
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        probs = None
+        if return_attn:
+            probs = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            out = self.attn_drop(probs) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop_p if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(B, N, -1)
+        return self.proj_drop(self.proj(out)), probs
+
+
+class MlpStack(nn.Module):
+    """Linear layers each followed by GELU and dropout (reference 004's
+    ``mlp``), or the standard ``fc1 -> GELU -> fc2`` when ``gelu_last`` is off.
+    Layers are named ``fc1``, ``fc2``, ... ``(..., in) -> (..., dims[-1])``."""
+
+    def __init__(self, in_features: int, dims: Sequence[int], drop: float = 0.0, gelu_last: bool = True) -> None:
+        super().__init__()
+        self.num = len(dims)
+        self.gelu_last = gelu_last
+        prev = in_features
+        for i, d in enumerate(dims):
+            self.add_module(f"fc{i + 1}", nn.Linear(prev, d))
+            prev = d
+        self.act = nn.GELU()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.num):
+            x = getattr(self, f"fc{i + 1}")(x)
+            if i < self.num - 1 or self.gelu_last:
+                x = self.act(x)
+            x = self.drop(x)
+        return x
+
+
+class Block(nn.Module):
+    """Pre-norm transformer encoder block (paper Eq. 2-3). ``(B, N, D) -> (B, N, D)``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dims: Sequence[int], head_dim: int | None = None,
+                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6, mlp_gelu_last: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = MlpStack(dim, mlp_dims, drop, gelu_last=mlp_gelu_last)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, probs = self.attn(self.norm1(x), return_attn)
+        x = x + self.drop_path(a)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, probs
+
+
+class VisionTransformer(nn.Module):
+    """Vision Transformer classifier.
+
+    Args:
+        img_size: default input size; the position embedding is laid out for
+            it and bicubic-resized at run time for another grid.
+        patch_size, in_chans, num_classes (0: no head), embed_dim, depth,
+        num_heads, mlp_ratio, qkv_bias: the usual ViT options.
+        class_token: prepend a learnable class token.
+        global_pool: ``'token'`` (class token), ``'avg'`` (mean of patch
+            tokens) or ``'flatten'`` (all tokens flattened, reference 004).
+        attn_head_dim: per-head width when not ``embed_dim // num_heads``.
+        mlp_hidden_dims: the block MLP's layers (default ``[D*mlp_ratio, D]``);
+            with it, GELU follows every layer (Keras reference 004).
+        head_hidden_dims: hidden layers of an MLP head (GELU + dropout each).
+        head_drop_rate: dropout before the head's hidden layers.
+        resize_to: resize inputs (bilinear) to this size first (reference 004).
+        drop_rate, attn_drop_rate, drop_path_rate: regularisation.
+        norm_eps: LayerNorm epsilon (1e-6 as in the official ViT).
+
+    ``forward``: ``(B, in_chans, H, W) -> (B, num_classes)``.
+
+    Raises:
+        ValueError: bad arguments, wrong channel count or a size not divisible
+            by the patch size.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        class_token: bool = True,
+        global_pool: str = "token",
+        attn_head_dim: int | None = None,
+        mlp_hidden_dims: Sequence[int] | None = None,
+        head_hidden_dims: Sequence[int] = (),
+        head_drop_rate: float = 0.0,
+        resize_to: int | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if global_pool not in ("token", "avg", "flatten"):
+            raise ValueError(f"global_pool must be 'token', 'avg' or 'flatten', got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        self.img_size = to_2tuple(resize_to if resize_to else img_size)
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.global_pool = global_pool
+        self.resize_to = resize_to
+        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_prefix_tokens = 1 if class_token else 0
+
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        if mlp_hidden_dims is None:
+            mlp_dims, gelu_last = (int(embed_dim * mlp_ratio), embed_dim), False
+        else:
+            mlp_dims, gelu_last = tuple(mlp_hidden_dims), True
+            if mlp_dims[-1] != embed_dim:
+                raise ValueError(f"mlp_hidden_dims must end with embed_dim={embed_dim}, got {mlp_dims}")
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_dims, attn_head_dim, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
+                  norm_eps, gelu_last)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        feat = embed_dim * num_patches if global_pool == "flatten" else embed_dim
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head_mlp = MlpStack(feat, head_hidden_dims, head_drop_rate) if head_hidden_dims else None
+        self.num_features = head_hidden_dims[-1] if head_hidden_dims else feat
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        self.apply(init_weights_trunc_normal)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names excluded from weight decay (position embedding, token)."""
+        return {"pos_embed", "cls_token"}
+
+    def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        pos = self.pos_embed
+        prefix, patches = pos[:, : self.num_prefix_tokens], pos[:, self.num_prefix_tokens :]
+        if grid != self.grid_size:
+            if self.global_pool == "flatten":
+                raise ValueError(
+                    f"this model flattens a {self.grid_size} token grid into its head; got a {grid} grid "
+                    f"(input must be {self.img_size[0]}x{self.img_size[1]} or use resize_to)"
+                )
+            gh, gw = self.grid_size
+            patches = patches.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+            patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+            patches = patches.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + torch.cat([prefix, patches], dim=1)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+        if self.resize_to:
+            x = F.interpolate(x, size=self.img_size, mode="bilinear", align_corners=False)
+        H, W = x.shape[-2:]
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"input size {H}x{W} is not divisible by the patch size {self.patch_size}")
+        x = self.patch_embed.proj(x)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        return self.pos_drop(self._pos_embed(x, grid))
+
+    def _run(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self._tokens(x)
+        attns: list[torch.Tensor] = []
+        for blk in self.blocks:
+            x, a = blk(x, return_attn)
+            if a is not None:
+                attns.append(a)
+        return self.norm(x), attns
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normed tokens ``(B, 3, H, W) -> (B, prefix + N, D)``."""
+        return self._run(x)[0]
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool (per ``global_pool``) and classify: ``(B, T, D) -> (B, num_classes)``."""
+        if self.global_pool == "token":
+            x = tokens[:, 0]
+        elif self.global_pool == "avg":
+            x = tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        else:
+            x = tokens[:, self.num_prefix_tokens :].flatten(1)
+        x = self.head_drop(x)
+        if self.head_mlp is not None:
+            x = self.head_mlp(x)
+        return x if pre_logits else self.head(x)
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the final linear layer, ``(B, num_features)``."""
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and every block's attention probabilities ``(B, heads, T, T)``."""
+        tokens, attns = self._run(x, return_attn=True)
+        return self.forward_head(tokens), attns
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, H, W) -> (B, num_classes)``."""
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the final linear layer by a fresh one with ``num_classes`` outputs."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_weights_trunc_normal(self.head)
+
+
+for _size, (_dim, _heads) in {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}.items():
+    register_model(ModelSpec(
+        f"vit_{_size}_patch16_224", VisionTransformer,
+        dict(img_size=224, patch_size=16, embed_dim=_dim, depth=12, num_heads=_heads, num_classes=1000),
+        f"ViT-{_size[0].upper()}/16 at 224 px (class token)"))
+
+register_model(ModelSpec(
+    "vit_keras_cifar100_patch6_72", VisionTransformer,
+    dict(img_size=32, resize_to=72, patch_size=6, embed_dim=64, depth=8, num_heads=4, attn_head_dim=64,
+         mlp_hidden_dims=(128, 64), class_token=False, global_pool="flatten", head_hidden_dims=(2048, 1024),
+         head_drop_rate=0.5, drop_rate=0.1, attn_drop_rate=0.1, num_classes=100),
+    "reference 004: compact Keras ViT for CIFAR-100 (inputs resized to 72)"))
+

@@ -1,0 +1,93 @@
+"""The Swin model zoo: official Swin V1 sizes, Swin-S3 and the compact
+configurations of the reference documents.
+
+Sources of the numbers: official ``configs/swin/*.yaml`` of
+microsoft/Swin-Transformer (sizes, drop_path_rate), AutoFormerV2 / Swin-S3
+(Chen et al. 2021; windows per stage), reference 000 (Keras CIFAR-100 Swin),
+reference 003 (Swin-T on Tiny ImageNet) and Lee et al. 2021 ("Vision
+Transformer for Small-Size Datasets", Swin rows of Table 2).
+"""
+
+from __future__ import annotations
+
+from .registry import ModelSpec, register_model
+from .swin import SwinTransformer
+
+_RELEASE = "https://github.com/SwinTransformer/storage/releases/download"
+_S3_RELEASE = "https://github.com/silent-chen/AutoFormerV2-model-zoo/releases/download/v1.0.0"
+
+_SIZES = {
+    # name: (embed_dim, depths, num_heads, drop_path_rate of the official config)
+    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2),
+    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3),
+    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32), 0.5),
+    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48), 0.2),
+}
+
+# (size, window, img) -> (1k release file, 22k release file)
+_OFFICIAL = {
+    ("tiny", 7, 224): ("v1.0.0/swin_tiny_patch4_window7_224.pth", "v1.0.8/swin_tiny_patch4_window7_224_22k.pth"),
+    ("small", 7, 224): ("v1.0.0/swin_small_patch4_window7_224.pth", "v1.0.8/swin_small_patch4_window7_224_22k.pth"),
+    ("base", 7, 224): ("v1.0.0/swin_base_patch4_window7_224_22kto1k.pth", "v1.0.0/swin_base_patch4_window7_224_22k.pth"),
+    ("large", 7, 224): ("v1.0.0/swin_large_patch4_window7_224_22kto1k.pth", "v1.0.0/swin_large_patch4_window7_224_22k.pth"),
+    ("base", 12, 384): ("v1.0.0/swin_base_patch4_window12_384_22kto1k.pth", "v1.0.0/swin_base_patch4_window12_384_22k.pth"),
+    ("large", 12, 384): ("v1.0.0/swin_large_patch4_window12_384_22kto1k.pth", "v1.0.0/swin_large_patch4_window12_384_22k.pth"),
+}
+
+for (size, window, img), (url_1k, url_22k) in _OFFICIAL.items():
+    embed_dim, depths, heads, dpr = _SIZES[size]
+    base = dict(img_size=img, patch_size=4, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                window_size=window, drop_path_rate=dpr)
+    name = f"swin_{size}_patch4_window{window}_{img}"
+    hub = f"microsoft/swin-{size}-patch4-window{window}-{img}"
+    register_model(ModelSpec(name, SwinTransformer, dict(base, num_classes=1000),
+                             f"Swin-{size[0].upper()} {img}px window {window}, ImageNet-1k head",
+                             f"{_RELEASE}/{url_1k}", hub))
+    register_model(ModelSpec(f"{name}_in22k", SwinTransformer, dict(base, num_classes=21841),
+                             f"Swin-{size[0].upper()} {img}px window {window}, ImageNet-22k head (21,841 classes)",
+                             f"{_RELEASE}/{url_22k}", f"{hub}-in22k" if size in ("base", "large") else None))
+
+# Swin-S3 (AutoFormerV2): windows per stage at 224 px.
+for size, depths, windows, dpr, tag in (
+    ("tiny", (2, 2, 6, 2), (7, 7, 14, 7), 0.1, "T"),
+    ("small", (2, 2, 18, 2), (14, 14, 14, 7), 0.2, "S"),
+    ("base", (2, 2, 30, 2), (7, 7, 14, 7), 0.3, "B"),
+):
+    register_model(ModelSpec(
+        f"swin_s3_{size}_224", SwinTransformer,
+        dict(img_size=224, patch_size=4, embed_dim=96, depths=depths, num_heads=(3, 6, 12, 24),
+             window_size=windows, drop_path_rate=dpr, num_classes=1000),
+        f"Swin-S3-{tag} (AutoFormerV2), windows {windows}", f"{_S3_RELEASE}/S3-{tag}.pth"))
+
+# Reference 000: the Keras CIFAR-100 Swin (patch 2 on 32x32, embed 64, 8 heads,
+# window 2, shift 1, MLP 256, absolute position embedding, one W-MSA + one
+# SW-MSA block, patch merging (no norm), average pooling (no final norm)).
+register_model(ModelSpec(
+    "swin_keras_cifar100_patch2_window2_32", SwinTransformer,
+    dict(img_size=32, patch_size=2, embed_dim=64, depths=(2, 0), num_heads=(8, 16), window_size=2,
+         mlp_ratio=4.0, ape=True, patch_norm=False, merge_norm=False, final_norm=False,
+         drop_rate=0.03, attn_drop_rate=0.03, drop_path_rate=0.0, num_classes=100),
+    "reference 000: compact Keras Swin for CIFAR-100"))
+
+# Reference 003: Swin-T on Tiny ImageNet at 64x64 (heads 2,4,8,16).
+register_model(ModelSpec(
+    "swin_tiny_patch4_window7_64", SwinTransformer,
+    dict(img_size=64, patch_size=4, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16),
+         window_size=7, drop_path_rate=0.2, num_classes=200),
+    "reference 003: Swin-T for Tiny ImageNet, 64x64"))
+
+# Lee et al. 2021, small-size data sets: embed 96, depths (2, 6, 4), heads (3, 6, 12),
+# window 4, mlp_ratio 2; patch 2 at 32 px, patch 4 at 64 px.
+for patch, img, classes in ((2, 32, 100), (4, 64, 200)):
+    register_model(ModelSpec(
+        f"swin_smalldata_patch{patch}_window4_{img}", SwinTransformer,
+        dict(img_size=img, patch_size=patch, embed_dim=96, depths=(2, 6, 4), num_heads=(3, 6, 12),
+             window_size=4, mlp_ratio=2.0, drop_path_rate=0.1, num_classes=classes),
+        f"Lee et al. 2021 small-data Swin, {img}px"))
+
+# A compact Swin for quick CPU training on 64x64 images (the main job's model).
+register_model(ModelSpec(
+    "swin_micro_patch4_window4_64", SwinTransformer,
+    dict(img_size=64, patch_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8),
+         window_size=4, mlp_ratio=2.0, drop_path_rate=0.05, num_classes=200),
+    "compact Swin for CPU training at 64x64 (the quick recipe)"))
