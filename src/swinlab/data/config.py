@@ -1,0 +1,166 @@
+"""Augmentation / preprocessing configuration (:class:`AugmentConfig`).
+
+The defaults and field meanings follow the official Swin Transformer training
+recipe (microsoft/Swin-Transformer ``config.py`` ``AUG`` / ``DATA`` sections and
+``data/build.py``), which itself uses timm's ``create_transform`` and ``Mixup``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["AugmentConfig", "INTERPOLATIONS"]
+
+#: interpolation names accepted by :class:`AugmentConfig` (as in torch / kornia).
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+_PAIR_FIELDS = ("crop_scale", "crop_ratio_range")
+_TRIPLE_FIELDS = ("mean", "std")
+
+
+def _check_prob(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value!r}")
+
+
+def _check_nonneg(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) >= 0.0):
+        raise ValueError(f"AugmentConfig.{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation and eval preprocessing settings.
+
+    Every augmentation can be switched off independently (``0`` / ``False`` /
+    ``None``).  Used by :class:`swinlab.data.BatchAugment` (training) and
+    :class:`swinlab.data.EvalTransform` (evaluation / prediction).
+
+    Fields (units in brackets):
+        img_size: output side length [pixels]; outputs are ``(B, 3, img_size, img_size)``.
+        random_resized_crop: use RandomResizedCrop(``crop_scale``, ``crop_ratio_range``)
+            (Szegedy et al. 2015 "Inception" crop, as in timm / Swin).
+        crop_scale: (min, max) area fraction of the crop [fraction of the image area].
+        crop_ratio_range: (min, max) aspect ratio w/h of the crop.
+        pad_crop: if set (e.g. 4), random crop of ``img_size`` after zero padding by
+            this many pixels instead of RandomResizedCrop (official Swin code for
+            ``img_size <= 32``, i.e. CIFAR-size inputs).
+        hflip: probability of a horizontal flip.
+        randaugment_n: number of RandAugment ops per batch (0 = off).
+        randaugment_m: RandAugment magnitude on timm's 0..10 scale (``rand-m9`` = 9);
+            converted to kornia's 0..30 scale internally.
+        color_jitter: brightness/contrast/saturation jitter strength (0 = off); timm /
+            Swin apply it only when RandAugment is off, here both are honoured if set.
+        random_erasing: probability of random erasing (Zhong et al. 2017) per image.
+        mixup_alpha: Beta(alpha, alpha) parameter of Mixup (Zhang et al. 2018), 0 = off.
+        cutmix_alpha: Beta(alpha, alpha) parameter of CutMix (Yun et al. 2019), 0 = off.
+        mixup_prob: probability of applying Mixup or CutMix to a batch.
+        switch_prob: probability of CutMix instead of Mixup when both are enabled.
+        label_smoothing: label smoothing epsilon folded into the soft targets.
+        mean, std: per-channel normalisation of [0, 1] RGB values (ImageNet defaults).
+        eval_crop_ratio: eval resize-then-centre-crop ratio (0.875 = 224/256 as in Swin's
+            ``TEST.CROP``); 1.0 = plain resize to ``img_size``.
+        interpolation: ``"bicubic"`` (Swin default), ``"bilinear"`` or ``"nearest"``.
+
+    Raises:
+        ValueError: on any out-of-range value (message names the field and the value).
+    """
+
+    img_size: int = 64
+    random_resized_crop: bool = True
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio_range: tuple[float, float] = (3 / 4, 4 / 3)
+    pad_crop: int | None = None
+    hflip: float = 0.5
+    randaugment_n: int = 0
+    randaugment_m: float = 9
+    color_jitter: float = 0.0
+    random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    switch_prob: float = 0.5
+    label_smoothing: float = 0.0
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    eval_crop_ratio: float = 0.875
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        for name in _PAIR_FIELDS + _TRIPLE_FIELDS:
+            value = getattr(self, name)
+            want = 2 if name in _PAIR_FIELDS else 3
+            if not isinstance(value, (list, tuple)) or len(value) != want:
+                raise ValueError(f"AugmentConfig.{name} must be a sequence of {want} numbers, got {value!r}")
+            try:
+                setattr(self, name, tuple(float(v) for v in value))
+            except (TypeError, ValueError):
+                raise ValueError(f"AugmentConfig.{name} must contain numbers, got {value!r}") from None
+        if isinstance(self.img_size, bool) or not isinstance(self.img_size, int) or self.img_size < 1:
+            raise ValueError(f"AugmentConfig.img_size must be a positive int, got {self.img_size!r}")
+        lo, hi = self.crop_scale
+        if not (0.0 < lo <= hi <= 1.0):
+            raise ValueError(f"AugmentConfig.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale!r}")
+        lo, hi = self.crop_ratio_range
+        if not (0.0 < lo <= hi):
+            raise ValueError(
+                f"AugmentConfig.crop_ratio_range must satisfy 0 < min <= max, got {self.crop_ratio_range!r}"
+            )
+        if self.pad_crop is not None and (
+            isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int) or self.pad_crop < 0
+        ):
+            raise ValueError(f"AugmentConfig.pad_crop must be None or an int >= 0, got {self.pad_crop!r}")
+        for name in ("hflip", "random_erasing", "mixup_prob", "switch_prob"):
+            _check_prob(name, getattr(self, name))
+        if not (0.0 <= float(self.label_smoothing) < 1.0):
+            raise ValueError(f"AugmentConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        for name in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
+            _check_nonneg(name, getattr(self, name))
+        if isinstance(self.randaugment_n, bool) or not isinstance(self.randaugment_n, int) or not (
+            0 <= self.randaugment_n <= 14
+        ):
+            raise ValueError(f"AugmentConfig.randaugment_n must be an int in [0, 14], got {self.randaugment_n!r}")
+        if not (isinstance(self.randaugment_m, (int, float)) and 0.0 <= float(self.randaugment_m) <= 10.0):
+            raise ValueError(
+                f"AugmentConfig.randaugment_m must be in [0, 10] (timm scale), got {self.randaugment_m!r}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"AugmentConfig.std must be positive, got {self.std!r}")
+        if not (0.0 < float(self.eval_crop_ratio) <= 1.0):
+            raise ValueError(f"AugmentConfig.eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"AugmentConfig.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
+            )
+
+    @property
+    def mixup_active(self) -> bool:
+        """True when Mixup or CutMix can change a batch."""
+        return self.mixup_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+        """Build a config from a mapping (e.g. parsed JSON); lists become tuples.
+
+        Raises:
+            TypeError: ``d`` is not a mapping.
+            ValueError: unknown keys (all are named, with the valid ones) or bad values.
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"AugmentConfig.from_dict expects a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown AugmentConfig key(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (tuples as lists) that :meth:`from_dict` reads back."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out

@@ -1,0 +1,100 @@
+"""Generic image folder: ``root/<class>/**/*.{jpg,jpeg,png,bmp,webp}`` (torchvision ImageFolder layout)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .base import ImageDataset, Transform
+from .decode import CorruptImageError, decode_image
+
+__all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ImageFolder(ImageDataset):
+    """Images in per-class sub-folders; classes sorted by folder name -> labels 0..K-1.
+
+    If ``root/train`` (or ``root/val``) exists, ``root/<split>`` is used; otherwise
+    ``root`` itself is the data for any split.  Files are found recursively inside each
+    class folder (extensions case-insensitive), sorted.  Images may differ in size: use
+    ``transform=ResizeUint8(size)`` before batching.
+
+    Items: ``(uint8 (3, H, W) RGB, label)`` or ``transform(image)``.  ``image_names``
+    are paths relative to the split folder (``source_path``).
+
+    Raises:
+        FileNotFoundError: ``root`` / ``root/<split>`` missing, or no class folder with images.
+        ValueError: bad ``num_classes``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        *,
+        num_classes: int | None = None,
+        cache: bool = False,
+        cache_threads: int | None = None,
+        skip_corrupt: bool = False,
+        transform: Transform | None = None,
+    ) -> None:
+        super().__init__(transform=transform, skip_corrupt=skip_corrupt)
+        base = Path(root).expanduser().resolve()
+        if not base.is_dir():
+            raise FileNotFoundError(f"image folder not found: {base}")
+        has_splits = any((base / s).is_dir() for s in ("train", "val", "test"))
+        if has_splits:
+            if not (base / split).is_dir():
+                raise FileNotFoundError(f"split folder '{split}' not found in {base}")
+            base = base / split
+        self.split = split
+        self.source_path = str(base)
+        classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        names: list[str] = []
+        targets: list[int] = []
+        kept: list[str] = []
+        for cls in classes:
+            files = []
+            for dirpath, dirnames, filenames in os.walk(base / cls):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = Path(dirpath).relative_to(base).as_posix()
+                files += [f"{rel}/{f}" for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+            kept.append(cls)
+            label = len(kept) - 1
+            for f in sorted(files):
+                names.append(f)
+                targets.append(label)
+        if not names:
+            raise FileNotFoundError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders of {base}; "
+                "expected root/<class>/<image>"
+            )
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= len(kept):
+                raise ValueError(f"num_classes must be an int in [1, {len(kept)}], got {num_classes!r}")
+            keep = [i for i, y in enumerate(targets) if y < num_classes]
+            names = [names[i] for i in keep]
+            targets = [targets[i] for i in keep]
+            kept = kept[:num_classes]
+        self.classes = kept
+        self.class_names = list(kept)
+        self.image_names = names
+        self.targets = targets
+        if cache:
+            self.build_cache(cache_threads, progress=True)
+
+    def _load(self, index: int) -> torch.Tensor:
+        name = self.image_names[index]
+        path = Path(self.source_path) / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CorruptImageError(f"cannot decode image '{path}': {exc}") from exc
+        return decode_image(data, str(path))
+
+    def __repr__(self) -> str:
+        return f"ImageFolder(root={self.source_path!r}, items={len(self)}, classes={self.num_classes})"

@@ -1,0 +1,321 @@
+"""Load a model for inference from a run folder, a training checkpoint, a
+``save_pretrained`` folder or a zoo name, together with what inference needs
+to know about it (:class:`ModelInfo`: class names and preprocessing).
+
+Training checkpoints are the dicts written by :mod:`swinlab.training`
+(``runs/NAME/{best,last}.pt``): keys ``model`` (state dict), ``model_name``,
+``model_kwargs`` (keyword arguments of :func:`swinlab.create_model`),
+``class_names``, ``classes``, ``aug_config`` (an
+:class:`swinlab.data.AugmentConfig` dict) and ``config`` (the run's config).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import create_model, list_models
+
+__all__ = [
+    "ModelInfo",
+    "load_model",
+    "load_training_checkpoint",
+    "resolve_checkpoint",
+    "eval_transform_for",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CHECKPOINT_NAMES = ("best.pt", "last.pt")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_STATE_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class ModelInfo:
+    """What inference needs to know about a loaded model.
+
+    Attributes:
+        model_name: registry name. class_names: one per output (index order).
+        classes: class ids (e.g. WordNet ids) when known, else None.
+        img_size: model input side [pixels]. mean, std: RGB normalisation of
+            [0, 1] values. crop_ratio: eval resize-then-centre-crop ratio.
+        interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
+        config: the training run's config (None outside training checkpoints).
+        aug_config: the run's full augmentation dict (None if unknown).
+        source: what was loaded (path or name). kind: ``"run"``,
+            ``"checkpoint"``, ``"pretrained"`` or ``"zoo"``.
+        checkpoint: the checkpoint file read (None for other kinds).
+    """
+
+    model_name: str
+    class_names: list[str]
+    img_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_ratio: float = 0.875
+    interpolation: str = "bicubic"
+    config: dict[str, Any] | None = None
+    aug_config: dict[str, Any] | None = None
+    classes: list[str] | None = None
+    source: str = ""
+    kind: str = ""
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs (``len(class_names)``)."""
+        return len(self.class_names)
+
+
+def _model_img_size(model: nn.Module, default: int = 224) -> int:
+    size = getattr(model, "img_size", default)
+    if isinstance(size, (tuple, list)):
+        return int(size[0])
+    return int(size)
+
+
+def _num_outputs(model: nn.Module) -> int:
+    return int(getattr(model, "num_classes", 0) or 0)
+
+
+def _default_class_names(n: int) -> list[str]:
+    return [f"class_{i}" for i in range(n)]
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in _STATE_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def resolve_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """``best.pt`` of a run folder, else ``last.pt``, else None."""
+    for name in _CHECKPOINT_NAMES:
+        p = Path(run_dir) / name
+        if p.is_file():
+            return p
+    return None
+
+
+def load_training_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", ema: bool = False
+) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the model of a training checkpoint (see the module docstring).
+
+    Args:
+        path: the ``.pt`` file. device: where to put the model.
+        ema: load the EMA weights (``ckpt["ema"]["model"]``) instead of
+            ``ckpt["model"]``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable torch file, or not a training checkpoint
+            (missing keys are named), or weights that do not fit the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for a bad file
+        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a swinlab training checkpoint (a dict), got {type(ckpt).__name__}")
+    missing = [k for k in ("model", "model_name") if k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"{path} is not a swinlab training checkpoint: missing key(s) {missing} "
+            f"(found {sorted(map(str, ckpt))[:10]}); expected 'model', 'model_name', 'model_kwargs', ..."
+        )
+    name = ckpt["model_name"]
+    kwargs = dict(ckpt.get("model_kwargs") or {})
+    try:
+        model = create_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: cannot build model {name!r} with model_kwargs {kwargs}: {e}") from None
+    state = ckpt["model"]
+    if ema:
+        ema_state = ckpt.get("ema")
+        if not isinstance(ema_state, dict) or not isinstance(ema_state.get("model"), dict):
+            raise ValueError(f"checkpoint {path} has no EMA weights (the run did not use ema_decay)")
+        state = ema_state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: 'model' must be a state dict, got {type(state).__name__}")
+    try:
+        model.load_state_dict(_strip_prefixes(state), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path}: weights do not fit model {name!r}: {e}") from None
+
+    n = _num_outputs(model)
+    class_names = ckpt.get("class_names") or ckpt.get("classes")
+    class_names = [str(c) for c in class_names] if class_names else _default_class_names(n)
+    if n and len(class_names) != n:
+        raise ValueError(f"checkpoint {path}: {len(class_names)} class names for a model with {n} outputs")
+    classes = [str(c) for c in ckpt["classes"]] if ckpt.get("classes") else None
+    aug = ckpt.get("aug_config")
+    config = ckpt.get("config")
+    info = ModelInfo(
+        model_name=str(name),
+        class_names=class_names,
+        img_size=_model_img_size(model),
+        config=dict(config) if isinstance(config, dict) else None,
+        aug_config=dict(aug) if isinstance(aug, dict) else None,
+        classes=classes,
+        source=str(path),
+        kind="checkpoint",
+        checkpoint=str(path),
+        extra={"epoch": ckpt.get("epoch"), "best_top1": ckpt.get("best_top1"), "ema": bool(ema)},
+    )
+    if info.aug_config:
+        a = info.aug_config
+        info.img_size = int(a.get("img_size", info.img_size))
+        info.mean = tuple(float(v) for v in a.get("mean", info.mean))  # type: ignore[assignment]
+        info.std = tuple(float(v) for v in a.get("std", info.std))  # type: ignore[assignment]
+        info.crop_ratio = float(a.get("eval_crop_ratio", info.crop_ratio))
+        info.interpolation = str(a.get("interpolation", info.interpolation))
+    model.to(device).eval()
+    return model, info
+
+
+def _input_side(value: Any, fallback: int) -> int:
+    """``input_size`` as an int, ``(H, W)`` or ``(3, H, W)`` -> its side."""
+    if value is None:
+        return fallback
+    if isinstance(value, (int, float)):
+        return int(value)
+    seq = list(value)
+    return int(seq[-1]) if seq else fallback
+
+
+def _load_pretrained_folder(folder: Path, device: str | torch.device) -> tuple[nn.Module, ModelInfo]:
+    from ..weights.pretrained import from_pretrained
+
+    model = from_pretrained(folder)
+    n = _num_outputs(model)
+    names = getattr(model, "class_names", None)
+    names = [str(c) for c in names] if names else _default_class_names(n)
+    pre = dict(getattr(model, "preprocessing", None) or {})
+    info = ModelInfo(
+        model_name=str(getattr(model, "model_name", "")),
+        class_names=names,
+        img_size=_input_side(pre.get("input_size"), _model_img_size(model)),
+        mean=tuple(float(v) for v in pre.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in pre.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        crop_ratio=float(pre.get("crop_ratio", pre.get("crop_pct", 0.875))),
+        interpolation=str(pre.get("interpolation", "bicubic")),
+        classes=[str(c) for c in getattr(model, "classes", None) or []] or None,
+        source=str(folder),
+        kind="pretrained",
+    )
+    model.to(device).eval()
+    return model, info
+
+
+def load_model(
+    source: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    pretrained: str | None = None,
+    num_classes: int | None = None,
+    ema: bool = False,
+) -> tuple[nn.Module, ModelInfo]:
+    """Load a model for inference, in eval mode on ``device``.
+
+    Args:
+        source: one of
+            * a run folder (``best.pt``, else ``last.pt``);
+            * a training checkpoint file (``.pt`` / ``.pth`` ...);
+            * a ``save_pretrained`` folder (``config.json`` +
+              ``model.safetensors``), read with
+              :func:`swinlab.weights.from_pretrained`;
+            * a registered model name (random weights unless ``pretrained``).
+        device: where to put the model.
+        pretrained: for a zoo name: weights for :func:`swinlab.create_model`.
+        num_classes: for a zoo name: head size (default: the configuration's).
+        ema: for training checkpoints: use the EMA weights.
+
+    Returns:
+        ``(model, info)``.
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a folder with no
+            checkpoint / pretrained files (the message names the path).
+        ValueError: an unreadable or invalid checkpoint, or an unknown model
+            name.
+    """
+    src = os.fspath(source)
+    path = Path(src)
+    if path.is_dir():
+        ckpt = resolve_checkpoint(path)
+        if ckpt is not None:
+            model, info = load_training_checkpoint(ckpt, device, ema)
+            info.source, info.kind = str(path), "run"
+            return model, info
+        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+            return _load_pretrained_folder(path, device)
+        raise FileNotFoundError(
+            f"{path} is neither a run folder (best.pt / last.pt) nor a save_pretrained folder "
+            "(config.json + model.safetensors)"
+        )
+    if path.is_file():
+        if path.name.endswith(".safetensors") and (path.parent / "config.json").is_file():
+            return _load_pretrained_folder(path.parent, device)
+        return load_training_checkpoint(path, device, ema)
+    if src in list_models():
+        model = create_model(src, num_classes=num_classes, pretrained=pretrained)
+        n = _num_outputs(model)
+        info = ModelInfo(
+            model_name=src,
+            class_names=_default_class_names(n),
+            img_size=_model_img_size(model),
+            source=src,
+            kind="zoo",
+        )
+        model.to(device).eval()
+        return model, info
+    if os.sep in src or "/" in src or src.endswith(_CHECKPOINT_SUFFIXES + (".safetensors",)):
+        raise FileNotFoundError(f"model source not found: {src} (no such file or folder)")
+    from ..models import get_model_spec
+
+    get_model_spec(src)  # raises ValueError naming close matches
+    raise ValueError(f"cannot load model source {src!r}")  # pragma: no cover
+
+
+def eval_transform_for(info: ModelInfo, **overrides: Any):
+    """The :class:`swinlab.data.EvalTransform` matching ``info`` (resize the
+    shorter side to ``img_size / crop_ratio``, centre crop, normalise).
+
+    ``overrides``: AugmentConfig fields to change (``img_size``,
+    ``eval_crop_ratio``, ``interpolation``, ``mean``, ``std``).
+
+    Returns:
+        a callable uint8 ``(B, 3, H, W)`` -> float ``(B, 3, S, S)``.
+
+    Raises:
+        ValueError: invalid settings (from :class:`swinlab.data.AugmentConfig`).
+    """
+    from ..data.config import AugmentConfig
+    from ..data.eval_transform import EvalTransform
+
+    if info.aug_config:
+        d = dict(info.aug_config)
+    else:
+        d = {}
+    d.update(
+        img_size=int(info.img_size),
+        mean=list(info.mean),
+        std=list(info.std),
+        eval_crop_ratio=float(info.crop_ratio),
+        interpolation=info.interpolation,
+    )
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return EvalTransform(AugmentConfig.from_dict(d))

@@ -1,0 +1,31 @@
+"""Weights: checkpoint layouts (official / timm / Hugging Face), loading,
+adaptation to other sizes and saving."""
+
+from .adapt import adapt_state_dict
+from .layouts import (
+    LAYOUTS,
+    detect_layout,
+    hf_config_from_swin,
+    swin_kwargs_from_hf_config,
+    swinlab_to_hf,
+    to_swinlab,
+    unwrap_checkpoint,
+)
+from .loading import load_pretrained, read_checkpoint, resolve_source
+from .pretrained import from_pretrained, save_pretrained
+
+__all__ = [
+    "LAYOUTS",
+    "adapt_state_dict",
+    "detect_layout",
+    "from_pretrained",
+    "hf_config_from_swin",
+    "load_pretrained",
+    "read_checkpoint",
+    "resolve_source",
+    "save_pretrained",
+    "swin_kwargs_from_hf_config",
+    "swinlab_to_hf",
+    "to_swinlab",
+    "unwrap_checkpoint",
+]

@@ -1,0 +1,549 @@
+"""Checkpoint layouts: recognise and rename Swin checkpoints from the official
+code, timm and Hugging Face ``transformers`` into swinlab's parameter names.
+
+swinlab's names (layout ``"swinlab"``) are those of the official Microsoft
+code (``microsoft/Swin-Transformer``, ``models/swin_transformer.py``) without
+its buffers; see :mod:`swinlab.models.swin`. The other layouts:
+
+``"official"``
+    official ``state_dict`` with the ``relative_position_index`` and
+    ``attn_mask`` buffers (they are rebuilt by the model, so they are dropped).
+``"timm"``
+    timm >= 0.9 ``swin_transformer.py``: patch merging at the START of stage
+    i+1 (``layers.{i+1}.downsample``), head ``head.fc``. timm's
+    ``checkpoint_filter_fn`` moves ``layers.i.downsample`` to ``i+1`` and
+    ``head.`` to ``head.fc.``; :func:`to_swinlab` does the inverse. Older timm
+    (< 0.9) used the official names and is detected as ``"official"`` (with
+    buffers) or ``"swinlab"``. timm ViT names are swinlab's ViT names.
+``"hf"``
+    Hugging Face ``SwinForImageClassification`` / ``SwinModel``. Files on the
+    Hub keep the names of transformers 4.x (``swin.embeddings.*``,
+    ``swin.encoder.layers.i.blocks.j.attention.self.{query,key,value}``,
+    ``attention.output.dense``, ``layernorm_before/after``,
+    ``intermediate.dense``, ``output.dense``, ``swin.layernorm``,
+    ``classifier``); transformers 5.x renames them at load time
+    (``transformers/conversion_mapping.py``, entry ``"swin"``) to
+    ``attention.{q,k,v,o}_proj``,
+    ``attention.relative_position_bias.relative_position_bias_table`` and
+    ``mlp.fc1/fc2``, the names of its module's ``state_dict``. Both spellings
+    are read; :func:`swinlab_to_hf` writes either.
+
+Hugging Face patch merging sits at the END of stage i (as in the official
+code), so downsample indices carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LAYOUTS",
+    "Layout",
+    "unwrap_checkpoint",
+    "detect_layout",
+    "to_swinlab",
+    "swinlab_to_hf",
+    "swin_kwargs_from_hf_config",
+    "hf_config_from_swin",
+]
+
+Layout = Literal["swinlab", "official", "timm", "hf"]
+#: layout names accepted by :func:`to_swinlab`.
+LAYOUTS: tuple[str, ...] = ("swinlab", "official", "timm", "hf")
+
+# wrapper keys of training checkpoints, in order of preference
+_WRAPPERS = ("model", "state_dict", "model_state_dict", "module")
+_EMA_WRAPPERS = ("model_ema", "state_dict_ema", "ema")
+_PREFIXES = ("module.", "_orig_mod.")
+_BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
+_HF_PREFIXES = ("swin.", "embeddings.patch_embeddings.", "encoder.layers.")
+_DOWNSAMPLE = re.compile(r"^layers[._](\d+)\.downsample\.")
+
+
+def _sample_keys(keys: list[str], n: int = 6) -> str:
+    shown = ", ".join(repr(k) for k in keys[:n])
+    more = f", ... ({len(keys)} keys)" if len(keys) > n else ""
+    return f"[{shown}{more}]"
+
+
+def _strip_prefixes(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def unwrap_checkpoint(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """The plain ``state_dict`` inside a loaded checkpoint.
+
+    Unwraps (repeatedly) the training-checkpoint wrappers ``{"model": ...}``
+    (official code), ``{"state_dict": ...}`` (timm, Lightning),
+    ``{"model_state_dict": ...}`` and ``{"module": ...}``; with ``use_ema`` the
+    EMA copies ``{"model_ema": ...}``/``{"state_dict_ema": ...}`` are preferred
+    (they are used when nothing else is there either way). Strips the
+    ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) key
+    prefixes, and a ``model.`` prefix shared by every key (Lightning modules).
+    An ``nn.Module`` gives its ``state_dict()``.
+
+    Args:
+        obj: what ``torch.load`` or ``safetensors.torch.load_file`` returned.
+        use_ema: take the EMA weights when the checkpoint has them.
+
+    Returns:
+        a new ``dict`` from parameter name to tensor (tensors are not copied).
+
+    Raises:
+        ValueError: ``obj`` is not a mapping, or (after unwrapping) holds
+            values that are not tensors; the message names the offending key.
+    """
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"expected a checkpoint dict (state_dict or {{'model': state_dict}}), got {type(obj).__name__}"
+        )
+    order = (_EMA_WRAPPERS + _WRAPPERS) if use_ema else (_WRAPPERS + _EMA_WRAPPERS)
+    for _ in range(8):  # nested wrappers, bounded
+        for name in order:
+            inner = obj.get(name)
+            if isinstance(inner, Mapping) and inner:
+                obj = inner
+                break
+        else:
+            break
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"checkpoint key {key!r} is not a string; expected parameter names")
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor; expected a "
+                f"state_dict, or one wrapped under one of {list(_WRAPPERS + _EMA_WRAPPERS)} "
+                f"(top-level keys: {_sample_keys(list(obj))})"
+            )
+        out[_strip_prefixes(key)] = value
+    if out and all(k.startswith("model.") for k in out):
+        out = {k[len("model."):]: v for k, v in out.items()}
+    return out
+
+
+def _downsample_stages(keys: list[str]) -> set[int]:
+    return {int(m.group(1)) for k in keys if (m := _DOWNSAMPLE.match(k))}
+
+
+def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
+    """Which checkpoint layout ``state_dict`` is in.
+
+    Rules, first match wins (see the module docstring for the layouts):
+
+    * ``"hf"``: keys start with ``swin.``, ``embeddings.patch_embeddings.`` or
+      ``encoder.layers.`` (both transformers 4.x and 5.x names);
+    * ``"timm"``: ``head.fc.*``, or patch merging present but not in stage 0
+      (``layers.{i+1}.downsample``);
+    * ``"official"``: ``relative_position_index`` / ``attn_mask`` buffers;
+    * ``"swinlab"``: a ``patch_embed.proj.weight`` key or ``layers.*`` /
+      ``blocks.*`` keys (swinlab/official names without buffers, old timm
+      Swin, timm ViT).
+
+    Args:
+        state_dict: a plain state dict (use :func:`unwrap_checkpoint` first).
+
+    Returns:
+        one of :data:`LAYOUTS`.
+
+    Raises:
+        ValueError: empty, or no rule matches; the message shows sample keys.
+    """
+    keys = list(state_dict)
+    if not keys:
+        raise ValueError("empty state_dict: no parameters to identify a checkpoint layout from")
+    if any(k.startswith(_HF_PREFIXES) for k in keys):
+        return "hf"
+    ds = _downsample_stages(keys)
+    if any(k.startswith("head.fc.") for k in keys) or (ds and 0 not in ds):
+        return "timm"
+    if any(k.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES for k in keys):
+        return "official"
+    if "patch_embed.proj.weight" in state_dict or any(k.startswith(("layers.", "blocks.")) for k in keys):
+        return "swinlab"
+    raise ValueError(
+        "unknown checkpoint layout: expected swinlab/official names (patch_embed.proj.weight, "
+        "layers.i.blocks.j...), timm (head.fc.*, layers.{i+1}.downsample) or Hugging Face "
+        f"(swin.embeddings..., swin.encoder.layers...); sample keys: {_sample_keys(keys)}"
+    )
+
+
+def _drop_buffers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in sd.items() if k.rsplit(".", 1)[-1] not in _BUFFER_SUFFIXES}
+
+
+def _flat_pos_embed(v: torch.Tensor) -> torch.Tensor:
+    # timm/official-detection variants keep (1, H, W, C); swinlab uses (1, H*W, C)
+    return v.reshape(1, -1, v.shape[-1]) if v.ndim == 4 else v
+
+
+def _timm_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    sd = _drop_buffers(sd)
+    shift = bool(_downsample_stages(list(sd))) and 0 not in _downsample_stages(list(sd))
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        key = re.sub(r"^layers_(\d+)\.", r"layers.\1.", key)  # features_only / flattened names
+        m = _DOWNSAMPLE.match(key)
+        if m and shift:
+            key = f"layers.{int(m.group(1)) - 1}.downsample." + key[m.end():]
+        if key.startswith("head.fc."):
+            key = "head." + key[len("head.fc."):]
+        if key == "absolute_pos_embed":
+            value = _flat_pos_embed(value)
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------- HF
+# block-relative names: (transformers 4.x / Hub file, transformers 5.x) -> swinlab
+_HF_BLOCK = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "attention.o_proj": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
+    "attention.relative_position_bias.relative_position_bias_table": "attn.relative_position_bias_table",
+}
+_HF_QKV = {
+    "attention.self.query": 0, "attention.self.key": 1, "attention.self.value": 2,
+    "attention.q_proj": 0, "attention.k_proj": 1, "attention.v_proj": 2,
+}
+_HF_DROP = ("attention.self.relative_position_index", "attention.relative_position_bias.relative_position_index")
+_HF_TOP = {
+    "embeddings.patch_embeddings.projection": "patch_embed.proj",
+    "embeddings.norm": "patch_embed.norm",
+    "layernorm": "norm",
+    "classifier": "head",
+}
+_HF_BLOCK_RE = re.compile(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
+_HF_BLOCK_ANY = re.compile(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_HF_DOWN_RE = re.compile(r"^encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)$")
+
+
+def _hf_pos_embed(v: torch.Tensor) -> torch.Tensor:
+    """HF ``position_embeddings`` -> ``absolute_pos_embed`` ``(1, N, C)``.
+
+    transformers 4.x created ``(1, N+1, C)`` with an unused leading slot (its
+    ``interpolate_pos_encoding`` treated it as a class-token position); 5.x
+    creates ``(1, N, C)``. A length that is not a square but is one more than a
+    square is taken to carry that slot, which is dropped.
+    """
+    v = _flat_pos_embed(v)
+    n = v.shape[1]
+    if math.isqrt(n) ** 2 != n and math.isqrt(n - 1) ** 2 == n - 1:
+        v = v[:, 1:]
+    return v
+
+
+def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, int, str], dict[int, torch.Tensor]] = {}
+    unmapped: list[str] = []
+    for full_key, value in sd.items():
+        key = full_key[len("swin."):] if full_key.startswith("swin.") else full_key
+        if key in ("embeddings.position_embeddings",):
+            out["absolute_pos_embed"] = _hf_pos_embed(value)
+            continue
+        if key == "embeddings.mask_token":  # SimMIM mask token: no counterpart
+            continue
+        m = _HF_BLOCK_ANY.match(key)
+        if m and m.group(3) in _HF_DROP:
+            continue
+        m = _HF_BLOCK_RE.match(key)
+        if m:
+            i, j, name, kind = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
+            if name in _HF_QKV:
+                qkv.setdefault((i, j, kind), {})[_HF_QKV[name]] = value
+                continue
+            if name in _HF_BLOCK:
+                out[f"layers.{i}.blocks.{j}.{_HF_BLOCK[name]}.{kind}"] = value
+                continue
+            unmapped.append(full_key)
+            continue
+        m = _HF_BLOCK_ANY.match(key)
+        if m and m.group(3) in _HF_BLOCK:  # the bias table (no .weight/.bias suffix)
+            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{_HF_BLOCK[m.group(3)]}"] = value
+            continue
+        m = _HF_DOWN_RE.match(key)
+        if m:
+            out[f"layers.{m.group(1)}.downsample.{m.group(2)}.{m.group(3)}"] = value
+            continue
+        base, _, kind = key.rpartition(".")
+        if base in _HF_TOP and kind in ("weight", "bias"):
+            out[f"{_HF_TOP[base]}.{kind}"] = value
+            continue
+        unmapped.append(full_key)
+    if unmapped:
+        raise ValueError(
+            f"Hugging Face checkpoint has {len(unmapped)} key(s) with no swinlab counterpart: "
+            f"{_sample_keys(unmapped)}"
+        )
+    for (i, j, kind), parts in sorted(qkv.items()):
+        if sorted(parts) != [0, 1, 2]:
+            missing = [("query", "key", "value")[p] for p in range(3) if p not in parts]
+            raise ValueError(
+                f"Hugging Face checkpoint: block encoder.layers.{i}.blocks.{j} lacks the attention "
+                f"{kind} of {missing}; expected query, key and value"
+            )
+        out[f"layers.{i}.blocks.{j}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
+    return out
+
+
+def to_swinlab(state_dict: Mapping[str, Any], layout: str | None = None) -> dict[str, torch.Tensor]:
+    """Rename a Swin checkpoint to swinlab's parameter names.
+
+    Follows the layouts of the module docstring: buffers are dropped; timm
+    ``layers.{i+1}.downsample`` -> ``layers.i.downsample``, ``head.fc`` ->
+    ``head``; Hugging Face ``query``/``key``/``value`` (``q/k/v_proj``) are
+    concatenated in that order into ``attn.qkv`` (weight ``(3C, C)``, bias
+    ``(3C,)``, the official ``qkv`` Linear), ``attention.output.dense``
+    (``o_proj``) -> ``attn.proj``, ``layernorm_before/after`` ->
+    ``norm1/norm2``, ``intermediate.dense``/``output.dense`` (``mlp.fc1/fc2``)
+    -> ``mlp.fc1/fc2``, ``swin.layernorm`` -> ``norm``, ``classifier`` ->
+    ``head``, ``position_embeddings`` -> ``absolute_pos_embed`` ``(1, N, C)``.
+    Wrapped checkpoints are unwrapped first (:func:`unwrap_checkpoint`).
+
+    Args:
+        state_dict: a state dict or a loaded checkpoint.
+        layout: one of :data:`LAYOUTS`; default: :func:`detect_layout`.
+
+    Returns:
+        a new dict, loadable with ``strict=True`` into the matching
+        :class:`~swinlab.models.swin.SwinTransformer` (or ViT for ViT
+        checkpoints in layout ``"swinlab"``). Tensors are shared, not copied,
+        except the concatenated ``qkv``.
+
+    Raises:
+        ValueError: unknown ``layout``, a layout that cannot be detected, or
+            Hugging Face keys without a counterpart (the message lists them).
+    """
+    sd = unwrap_checkpoint(state_dict)
+    if layout is None:
+        layout = detect_layout(sd)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {list(LAYOUTS)}")
+    if layout == "hf":
+        return _hf_to_swinlab(sd)
+    if layout == "timm":
+        return _timm_to_swinlab(sd)
+    out = _drop_buffers(sd)
+    if "absolute_pos_embed" in out:
+        out["absolute_pos_embed"] = _flat_pos_embed(out["absolute_pos_embed"])
+    return out
+
+
+# ------------------------------------------------------------- swinlab -> HF
+_TO_HF_BLOCK = {
+    "hub": {
+        "norm1": "layernorm_before", "norm2": "layernorm_after",
+        "attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
+        "attn.relative_position_bias_table": "attention.self.relative_position_bias_table",
+        "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    },
+    "transformers": {
+        "norm1": "layernorm_before", "norm2": "layernorm_after",
+        "attn.proj": "attention.o_proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+        "attn.relative_position_bias_table": "attention.relative_position_bias.relative_position_bias_table",
+        "qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+    },
+}
+_SL_BLOCK_RE = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+?)(?:\.(weight|bias))?$")
+_SL_TOP = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "patch_embed.norm": "embeddings.norm",
+           "norm": "layernorm"}
+
+
+def swinlab_to_hf(
+    state_dict: Mapping[str, torch.Tensor], naming: Literal["hub", "transformers"] = "hub"
+) -> dict[str, torch.Tensor]:
+    """Rename a swinlab Swin ``state_dict`` to Hugging Face
+    ``SwinForImageClassification`` names (inverse of :func:`to_swinlab` for
+    layout ``"hf"``).
+
+    ``attn.qkv`` ``(3C, C)``/``(3C,)`` is split in three along dim 0 into
+    query, key, value; ``head`` -> ``classifier``; everything else under
+    ``swin.``. Buffers, if present, are dropped.
+
+    Args:
+        state_dict: swinlab names (e.g. ``model.state_dict()``).
+        naming: ``"hub"``: the names of files on the Hub and of
+            ``save_pretrained`` (transformers 4.x module names; 5.x renames
+            them at load time), for writing ``model.safetensors``;
+            ``"transformers"``: the module names of the installed
+            transformers 5.x, for ``hf_model.load_state_dict(...)``.
+
+    Returns:
+        a new dict of the same tensors (``qkv`` chunks are views).
+
+    Raises:
+        ValueError: unknown ``naming``, a key with no Hugging Face counterpart
+            (the message lists them; e.g. a ViT or a model without
+            ``patch_embed.norm``/``norm`` is fine, unknown names are not), or a
+            ``qkv`` whose first dim is not a multiple of 3.
+    """
+    if naming not in _TO_HF_BLOCK:
+        raise ValueError(f"unknown naming {naming!r}; expected 'hub' or 'transformers'")
+    names = _TO_HF_BLOCK[naming]
+    out: dict[str, torch.Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in _drop_buffers(unwrap_checkpoint(state_dict)).items():
+        m = _SL_BLOCK_RE.match(key)
+        if m:
+            i, j, name, kind = m.group(1), m.group(2), m.group(3), m.group(4)
+            prefix = f"swin.encoder.layers.{i}.blocks.{j}."
+            suffix = f".{kind}" if kind else ""
+            if name == "attn.qkv" and kind:
+                if value.shape[0] % 3:
+                    raise ValueError(f"{key}: first dim {value.shape[0]} is not a multiple of 3 (q, k, v)")
+                for part, hf_name in zip(value.chunk(3, dim=0), names["qkv"]):
+                    out[prefix + hf_name + suffix] = part
+                continue
+            if name in names and name != "qkv":
+                out[prefix + names[name] + suffix] = value
+                continue
+            unmapped.append(key)
+            continue
+        m = re.match(r"^layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)$", key)
+        if m:
+            out[f"swin.encoder.layers.{m.group(1)}.downsample.{m.group(2)}.{m.group(3)}"] = value
+            continue
+        if key == "absolute_pos_embed":
+            out["swin.embeddings.position_embeddings"] = _flat_pos_embed(value)
+            continue
+        base, _, kind = key.rpartition(".")
+        if kind in ("weight", "bias") and base == "head":
+            out[f"classifier.{kind}"] = value
+            continue
+        if kind in ("weight", "bias") and base in _SL_TOP:
+            out[f"swin.{_SL_TOP[base]}.{kind}"] = value
+            continue
+        unmapped.append(key)
+    if unmapped:
+        raise ValueError(
+            f"{len(unmapped)} key(s) have no Hugging Face Swin counterpart: {_sample_keys(unmapped)}"
+        )
+    return out
+
+
+# ------------------------------------------------------------- HF configs
+def swin_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~swinlab.models.swin.SwinTransformer` keyword arguments for a
+    Hugging Face Swin ``config.json`` (``transformers.SwinConfig`` fields).
+
+    Args:
+        config: the parsed ``config.json`` (or ``SwinConfig.to_dict()``).
+
+    Returns:
+        ``img_size``, ``patch_size``, ``in_chans``, ``embed_dim``, ``depths``,
+        ``num_heads``, ``window_size``, ``mlp_ratio``, ``qkv_bias``, ``ape``,
+        ``num_classes`` (``len(id2label)``, else ``num_labels``; 0 for a
+        ``SwinModel`` without ``classifier``) and ``drop_path_rate``.
+
+    Raises:
+        ValueError: not a Swin V1 config (``model_type`` other than
+            ``"swin"``, e.g. ``"swinv2"``), an activation other than GELU, a
+            LayerNorm eps other than 1e-5, or a missing required field.
+    """
+    model_type = config.get("model_type", "swin")
+    if model_type != "swin":
+        raise ValueError(f"config model_type is {model_type!r}; only Swin V1 ('swin') configs are supported")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"config hidden_act is {config['hidden_act']!r}; swinlab's Swin uses exact 'gelu'")
+    eps = float(config.get("layer_norm_eps", 1e-5))
+    if abs(eps - 1e-5) > 1e-12:
+        raise ValueError(f"config layer_norm_eps is {eps}; swinlab's Swin uses 1e-5")
+    missing = [k for k in ("embed_dim", "depths", "num_heads") if k not in config]
+    if missing:
+        raise ValueError(f"Swin config lacks the field(s) {missing}")
+    id2label = config.get("id2label") or {}
+    num_classes = len(id2label) if id2label else int(config.get("num_labels", 0))
+    image_size = config.get("image_size", 224)
+    return {
+        "img_size": tuple(image_size) if isinstance(image_size, (list, tuple)) else int(image_size),
+        "patch_size": int(config.get("patch_size", 4)),
+        "in_chans": int(config.get("num_channels", 3)),
+        "embed_dim": int(config["embed_dim"]),
+        "depths": [int(d) for d in config["depths"]],
+        "num_heads": [int(h) for h in config["num_heads"]],
+        "window_size": int(config.get("window_size", 7)),
+        "mlp_ratio": float(config.get("mlp_ratio", 4.0)),
+        "qkv_bias": bool(config.get("qkv_bias", True)),
+        "ape": bool(config.get("use_absolute_embeddings", False)),
+        "num_classes": num_classes,
+        "drop_path_rate": float(config.get("drop_path_rate", 0.1)),
+    }
+
+
+def hf_config_from_swin(model: nn.Module, labels: list[str] | None = None) -> dict[str, Any]:
+    """A Hugging Face ``config.json`` dict (``SwinConfig`` fields) describing
+    a swinlab :class:`~swinlab.models.swin.SwinTransformer`, for exporting
+    with :func:`swinlab_to_hf`.
+
+    Args:
+        model: the Swin model.
+        labels: class names for ``id2label`` (default ``LABEL_i``).
+
+    Returns:
+        a JSON-serialisable dict (``model_type`` ``"swin"``,
+        ``architectures`` ``["SwinForImageClassification"]``).
+
+    Raises:
+        ValueError: a model transformers cannot express: per-stage windows
+            that differ (Swin-S3, or stages whose window was shrunk to the map
+            size), no patch/merge/final LayerNorm, an MLP other than
+            ``Linear-GELU-Linear``, or ``labels`` of the wrong length.
+    """
+    windows = set(getattr(model, "window_sizes", []))
+    if len(windows) != 1:
+        raise ValueError(
+            f"transformers' Swin uses one window size for all stages; this model has {sorted(windows)}"
+        )
+    if getattr(model, "patch_embed", None) is None or model.patch_embed.norm is None:
+        raise ValueError("transformers' Swin always has a patch-embedding LayerNorm; this model has none")
+    if model.norm is None or any(
+        layer.downsample is not None and layer.downsample.norm is None for layer in model.layers
+    ):
+        raise ValueError("transformers' Swin always has merge and final LayerNorms; this model lacks one")
+    num_classes = int(model.num_classes)
+    if labels is not None and len(labels) != num_classes:
+        raise ValueError(f"got {len(labels)} labels for a model with {num_classes} classes")
+    names = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(num_classes)]
+    h, w = model.img_size
+    block = model.layers[0].blocks[0]
+    return {
+        "model_type": "swin",
+        "architectures": ["SwinForImageClassification"],
+        "image_size": h if h == w else [h, w],
+        "patch_size": int(model.patch_size),
+        "num_channels": int(model.in_chans),
+        "embed_dim": int(model.embed_dim),
+        "depths": list(model.depths),
+        "num_heads": list(model.num_heads),
+        "window_size": windows.pop(),
+        "mlp_ratio": float(model.mlp_ratio),
+        "qkv_bias": block.attn.qkv.bias is not None,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "use_absolute_embeddings": bool(model.ape),
+        "hidden_size": int(model.num_features),
+        "encoder_stride": int(model.patch_size * 2 ** (model.num_layers - 1)),
+        "id2label": {str(i): n for i, n in enumerate(names)},
+        "label2id": {n: i for i, n in enumerate(names)},
+    }

@@ -1,0 +1,519 @@
+"""Load pretrained weights from a file, a folder, a URL or the Hugging Face Hub.
+
+Pipeline of :func:`load_pretrained` (the steps of ``load_pretrained`` in
+microsoft/Swin-Transformer ``utils.py``, plus layout conversion):
+:func:`resolve_source` -> :func:`read_checkpoint` -> ``unwrap_checkpoint`` ->
+``to_swinlab`` (official / timm / Hugging Face names) ->
+:func:`~swinlab.weights.adapt.adapt_state_dict` (head, position tables) ->
+``model.load_state_dict``.
+
+Only tensors are ever unpickled (``torch.load(weights_only=True)``); a
+checkpoint that needs code to load is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adapt import adapt_state_dict
+from .layouts import detect_layout, to_swinlab, unwrap_checkpoint
+
+__all__ = [
+    "LoadReport",
+    "default_cache_dir",
+    "download_url",
+    "load_pretrained",
+    "load_state_dict_checked",
+    "read_checkpoint",
+    "resolve_source",
+]
+
+TORCH_SUFFIXES = (".pth", ".pth.tar", ".pt", ".bin", ".ckpt", ".tar")
+SAFETENSORS_SUFFIX = ".safetensors"
+#: weight files of a Hugging Face model folder, in order of preference.
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,64})\.")
+
+
+# ---------------------------------------------------------------- reading
+def _is_safetensors_header(head: bytes) -> bool:
+    return len(head) >= 9 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+
+
+def _read_torch(path: Path) -> Any:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        msg = str(err)
+        if "Weights only load failed" in msg and "truncated" not in msg:
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f" (it references {found.group(1)})" if found else ""
+            raise ValueError(
+                f"{path.name}: swinlab refuses to unpickle code or objects other than tensors{what}. "
+                f"Re-save the checkpoint's state_dict in a trusted environment (torch.save(state_dict) or "
+                f"safetensors) to load it. File: {path}"
+            ) from None
+        raise ValueError(f"{path}: cannot read this torch checkpoint (truncated or corrupt?): {err}") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: cannot read this torch checkpoint (truncated or corrupt?): {detail}") from None
+
+
+def _read_sharded(index: Path) -> dict[str, Any]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{index}: not a shard index (expected JSON with a 'weight_map'): {err}") from None
+    out: dict[str, torch.Tensor] = {}
+    for name in files:
+        out.update(unwrap_checkpoint(_read_file(index.parent / name)))
+    return out
+
+
+def _read_file(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".index.json"):
+        return _read_sharded(path)
+    if name.endswith(SAFETENSORS_SUFFIX):
+        return _read_safetensors(path)
+    if not name.endswith(TORCH_SUFFIXES):
+        with open(path, "rb") as f:  # unknown suffix (a URL without one): sniff
+            if _is_safetensors_header(f.read(9)):
+                return _read_safetensors(path)
+    return _read_torch(path)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read the tensors of a checkpoint file or Hugging Face model folder.
+
+    Reads ``.pth``, ``.pth.tar``, ``.pt``, ``.bin``, ``.ckpt`` with
+    ``torch.load(map_location="cpu", weights_only=True)``, ``.safetensors``
+    with safetensors, sharded ``*.index.json``, and folders holding
+    ``model.safetensors`` or ``pytorch_model.bin`` (Hugging Face layout).
+    Training wrappers (``{"model": ...}``, ``{"state_dict": ...}``) and the
+    ``module.`` prefix are removed (``unwrap_checkpoint``); key names are
+    otherwise unchanged.
+
+    Returns:
+        parameter name -> CPU tensor.
+
+    Raises:
+        FileNotFoundError: the file, or the weights of the folder, is missing.
+        ValueError: a pickle that needs code to load ("refuses to unpickle
+            code", with the file name), a truncated/corrupt file, or content
+            that is not a state dict; the message names the file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in HF_WEIGHT_FILES:
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(
+                f"{path} is a folder without model weights: expected one of {list(HF_WEIGHT_FILES)}"
+            )
+    try:
+        return unwrap_checkpoint(_read_file(path))
+    except ValueError as err:
+        if str(path) in str(err) or path.name in str(err):
+            raise
+        raise ValueError(f"{path}: {err}") from None
+
+
+# ---------------------------------------------------------------- resolving
+def default_cache_dir() -> Path:
+    """Download cache: ``$SWINLAB_CACHE``, else ``~/.cache/swinlab``."""
+    env = os.environ.get("SWINLAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "swinlab"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_hash(path: Path, expected: str, url: str) -> None:
+    digest = _sha256(path)
+    if not digest.startswith(expected.lower()):
+        raise ValueError(
+            f"sha256 of the download of {url} is {digest}, expected it to start with {expected.lower()}; "
+            f"the file is corrupt or was changed (not kept)"
+        )
+
+
+def download_url(
+    url: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+    check_hash_prefix: bool = False,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` into the cache, or reuse the cached copy.
+
+    The file is stored as ``<cache_dir>/<first 16 hex of sha256(url)>-<name>``
+    and written atomically (temporary file in the same folder, then
+    ``os.replace``), so an interrupted download never leaves a partial file.
+
+    Args:
+        url: ``http(s)://`` address; a ``#sha256=<hex>`` fragment gives the
+            expected hash.
+        cache_dir: default :func:`default_cache_dir`.
+        sha256: expected sha256 of the content (full or a prefix, hex).
+        check_hash_prefix: check the torch.hub convention
+            ``name-<hexprefix>.ext`` (prefix of the sha256).
+        timeout: seconds per network operation.
+
+    Returns:
+        the path of the cached file.
+
+    Raises:
+        FileNotFoundError: the server answers 404/410.
+        ConnectionError: any other network or HTTP failure (names the URL).
+        ValueError: not an http(s) URL, or a hash mismatch.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    if parsed.fragment.startswith("sha256=") and sha256 is None:
+        sha256 = parsed.fragment[len("sha256="):]
+    url = urllib.parse.urlunsplit(parsed._replace(fragment=""))
+    name = Path(urllib.parse.unquote(parsed.path)).name or "download"
+    if sha256 is None and check_hash_prefix and (m := _HASH_PREFIX.search(name)):
+        sha256 = m.group(1)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    if target.is_file():
+        if sha256:
+            _check_hash(target, sha256, url)
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "swinlab"})
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+                shutil.copyfileobj(response, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+        except urllib.error.HTTPError as err:
+            if err.code in (404, 410):
+                raise FileNotFoundError(f"{url}: not found on the server (HTTP {err.code})") from None
+            raise ConnectionError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConnectionError(f"could not download {url}: {reason}") from None
+        if sha256:
+            _check_hash(tmp, sha256, url)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_snapshot(repo: str) -> Path:
+    import huggingface_hub
+    from huggingface_hub import constants, snapshot_download
+
+    repo_id, _, revision = repo.partition("@")
+    offline = bool(constants.HF_HUB_OFFLINE) or _env_true("HF_HUB_OFFLINE")
+    # huggingface_hub reads its environment at import time; read it again here
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
+    patterns = (
+        ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors"],
+        ["config.json", "pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"],
+    )
+    errors = getattr(huggingface_hub, "errors", huggingface_hub.utils)
+    folder: Path | None = None
+    for allow in patterns:
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache,
+                                            local_files_only=offline, allow_patterns=allow))
+        except errors.LocalEntryNotFoundError as err:
+            raise FileNotFoundError(
+                f"Hub model {repo_id!r} is not in the local Hugging Face cache "
+                f"({cache or constants.HF_HUB_CACHE}) and downloading is "
+                f"{'disabled (HF_HUB_OFFLINE=1)' if offline else 'not possible'}: {err}"
+            ) from None
+        except errors.RepositoryNotFoundError:
+            raise FileNotFoundError(f"Hub model {repo_id!r} does not exist (or is private)") from None
+        except errors.RevisionNotFoundError:
+            raise FileNotFoundError(f"Hub model {repo_id!r} has no revision {revision!r}") from None
+        if any((folder / n).is_file() for n in HF_WEIGHT_FILES):
+            return folder
+    raise FileNotFoundError(
+        f"Hub model {repo_id!r} ({folder}) has no PyTorch weights: expected one of {list(HF_WEIGHT_FILES)}"
+    )
+
+
+def resolve_source(
+    source: str | os.PathLike[str],
+    model_name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+) -> Path:
+    """Turn a weights source into a local file or folder.
+
+    Args:
+        source: one of
+
+            * a local file or folder (``~`` expanded);
+            * an ``http://`` / ``https://`` URL: downloaded with
+              :func:`download_url` into ``cache_dir`` and reused afterwards;
+            * a Hugging Face Hub id ``org/name`` (optionally ``@revision``,
+              or prefixed ``hf-hub:``): ``huggingface_hub.snapshot_download``
+              of the config and weights only; honours ``HF_HUB_OFFLINE``,
+              ``HF_HUB_CACHE`` / ``HF_HOME`` (read at call time) and the Hub
+              cache;
+            * ``"official"``: the registry's release URL of ``model_name``;
+            * ``"hf"``: the registry's Hub id of ``model_name``.
+        model_name: registry name, needed for ``"official"`` / ``"hf"``.
+        cache_dir: download cache for URLs (default ``$SWINLAB_CACHE`` or
+            ``~/.cache/swinlab``).
+        sha256: expected sha256 (or prefix) of a downloaded file.
+
+    Returns:
+        the local path (file, or folder for Hub models).
+
+    Raises:
+        FileNotFoundError: a local path, URL, Hub id or cache entry that does
+            not exist (names it).
+        ValueError: ``"official"``/``"hf"`` without ``model_name`` or for a
+            model with no such weights; an empty source.
+        ConnectionError: a download that failed.
+    """
+    if isinstance(source, os.PathLike):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"weights not found: {path}")
+        return path
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"weights source must be a path, URL or Hub id, got {source!r}")
+    source = source.strip()
+    if source in ("official", "hf"):
+        if not model_name:
+            raise ValueError(
+                f"pretrained={source!r} needs a registry model name (build the model with create_model, "
+                f"or pass model_name=)"
+            )
+        from ..models.registry import get_model_spec
+
+        spec = get_model_spec(model_name)
+        resolved = spec.pretrained_url if source == "official" else spec.hf_hub_id
+        if not resolved:
+            what = "official release URL" if source == "official" else "Hugging Face Hub id"
+            raise ValueError(f"model {model_name!r} has no {what}; pass a file, URL or Hub id instead")
+        return resolve_source(resolved, model_name, cache_dir, sha256)
+    if re.match(r"^https?://", source, re.IGNORECASE):
+        return download_url(source, cache_dir, sha256=sha256)
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    hub = source[len("hf-hub:"):] if source.startswith("hf-hub:") else source
+    if hub.startswith("hf://"):
+        hub = hub[len("hf://"):]
+    if _HUB_ID.match(hub) and not source.startswith((".", "/", "~")) and not path.suffix.lower() in (
+        ".pth", ".pt", ".bin", ".safetensors", ".tar", ".ckpt"
+    ):
+        return _hub_snapshot(hub)
+    raise FileNotFoundError(
+        f"weights not found: {source!r} is not an existing file or folder, an http(s) URL, a Hub id "
+        f"('org/name') or 'official'/'hf'"
+    )
+
+
+# ---------------------------------------------------------------- loading
+@dataclass
+class LoadReport:
+    """Outcome of :func:`load_pretrained`.
+
+    Attributes:
+        source: what was asked for. path: the local file/folder read.
+        layout: the detected checkpoint layout (``"swinlab"``, ``"official"``,
+            ``"timm"``, ``"hf"``; ``"state_dict"`` for an in-memory dict).
+        loaded: model keys set from the checkpoint.
+        missing: model keys the checkpoint lacks (kept at their init).
+        unexpected: checkpoint keys the model lacks (ignored).
+        mismatched: ``(key, checkpoint shape, model shape)`` not loaded.
+        adapted: descriptions of resized / re-mapped tensors.
+        reinitialized: head keys deliberately left at the fresh init.
+    """
+
+    source: str
+    path: str | None = None
+    layout: str = ""
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every model tensor was loaded or deliberately re-initialised."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from {self.path or self.source} (layout {self.layout})"]
+        lines += [f"  adapted: {a}" for a in self.adapted]
+        if self.reinitialized:
+            lines.append(f"  re-initialised: {', '.join(self.reinitialized)}")
+        lines += _problem_lines(self)
+        return "\n".join(lines)
+
+
+def _shown(keys: list[str], limit: int = 40) -> str:
+    more = f", ... ({len(keys) - limit} more; strict=False gives the full lists)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _problem_lines(r: LoadReport) -> list[str]:
+    lines = []
+    if r.missing:
+        lines.append(f"  missing from the checkpoint ({len(r.missing)}): {_shown(r.missing)}")
+    if r.unexpected:
+        lines.append(f"  not in the model ({len(r.unexpected)}): {_shown(r.unexpected)}")
+    if r.mismatched:
+        shown = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in r.mismatched]
+        lines.append(f"  shape mismatch ({len(shown)}): {_shown(shown, 20)}")
+    return lines
+
+
+def load_state_dict_checked(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    report: LoadReport | None = None,
+) -> LoadReport:
+    """Load ``state_dict`` into ``model``, comparing keys and shapes first.
+
+    Keys named in ``report.reinitialized`` may be absent. Tensors whose shape
+    differs are never loaded.
+
+    Raises:
+        ValueError: (``strict``) one error listing every missing, unexpected
+            and mis-shaped key; nothing is loaded then.
+    """
+    report = report or LoadReport(source="state_dict", layout="state_dict")
+    target = model.state_dict()
+    skip = set(report.reinitialized)
+    report.missing = [k for k in target if k not in state_dict and k not in skip]
+    report.unexpected = [k for k in state_dict if k not in target]
+    report.mismatched = [  # in the model's order
+        (k, tuple(state_dict[k].shape), tuple(t.shape))
+        for k, t in target.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(t.shape)
+    ]
+    bad = {k for k, _, _ in report.mismatched}
+    good = {k: v for k, v in state_dict.items() if k in target and k not in bad}
+    if strict and not report.ok:
+        name = getattr(model, "model_name", type(model).__name__)
+        hint = ""
+        if len(good) < len(target) // 2:
+            hint = " (the checkpoint looks like a different architecture or size)"
+        raise ValueError(
+            f"weights from {report.path or report.source} do not fit model {name}{hint}:\n"
+            + "\n".join(_problem_lines(report))
+            + "\n(use strict=False to load the matching tensors only)"
+        )
+    model.load_state_dict(good, strict=False)
+    report.loaded = sorted(good)
+    return report
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    strict: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> LoadReport:
+    """Load pretrained weights into ``model`` (in place).
+
+    Resolves ``source`` (:func:`resolve_source`: file, folder, URL, Hub id,
+    ``"official"``/``"hf"`` with ``model.model_name``), reads it
+    (:func:`read_checkpoint`), unwraps training wrappers, converts official /
+    timm / Hugging Face key names (``to_swinlab``), adapts the head and the
+    position tables to the model (:func:`~swinlab.weights.adapt.adapt_state_dict`,
+    as the official fine-tuning code) and loads. ``source`` may also be an
+    in-memory state dict / checkpoint.
+
+    Args:
+        model: a :class:`~swinlab.models.swin.SwinTransformer` or
+            :class:`~swinlab.models.vit.VisionTransformer`.
+        source: see above.
+        strict: raise on any missing, unexpected or mis-shaped key; else load
+            what fits and report the rest.
+        cache_dir: download cache for URLs.
+
+    Returns:
+        a :class:`LoadReport`.
+
+    Raises:
+        ValueError: the weights do not fit the model (one message listing the
+            keys), an unreadable or unsafe file, an unknown layout.
+        FileNotFoundError: the source does not exist.
+        ConnectionError: a download failed.
+    """
+    if isinstance(source, Mapping):
+        report = LoadReport(source="state_dict")
+        raw = unwrap_checkpoint(source)
+    else:
+        path = resolve_source(source, getattr(model, "model_name", None), cache_dir)
+        report = LoadReport(source=str(source), path=str(path))
+        raw = read_checkpoint(path)
+    where = report.path or report.source
+    try:
+        report.layout = detect_layout(raw)
+        state_dict = to_swinlab(raw, report.layout)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    state_dict, adapt = adapt_state_dict(state_dict, model)
+    report.adapted = adapt.adapted
+    report.reinitialized = adapt.reinitialized
+    return load_state_dict_checked(model, state_dict, strict=strict, report=report)
