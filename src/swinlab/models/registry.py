@@ -95,7 +95,9 @@ def create_model(
             (``window_size``, ``embed_dim``, ...).
 
     Returns:
-        the model, in training mode.
+        the model, in training mode; with ``pretrained``, its
+        ``pretrained_report`` attribute holds the load report (what was
+        loaded, re-initialised or adapted).
 
     Raises:
         ValueError: unknown name or an override the model class does not take.
@@ -118,5 +120,5 @@ def create_model(
     if pretrained:
         from ..weights import load_pretrained  # local import: weights depends on models
 
-        load_pretrained(model, pretrained)
+        model.pretrained_report = load_pretrained(model, pretrained)  # type: ignore[attr-defined]
     return model

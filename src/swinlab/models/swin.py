@@ -24,8 +24,19 @@ at the sizes the official code accepts:
   are a subset of those of a larger one), so nothing is resized and
   ``forward`` never changes the module.
 * attention goes through ``torch.nn.functional.scaled_dot_product_attention``
-  with the relative position bias and the shift mask added into one mask; the
-  explicit path (``forward_attention``) returns the attention probabilities.
+  (4-D, PyTorch's fused flash kernel on the CPU) with the relative position
+  bias and the shift mask added into one mask; the explicit path
+  (``forward_attention``, and training, where the bias table needs the mask
+  gradient) computes ``softmax(q k^T / sqrt(d) + mask) v`` with matmuls.
+* the shift mask holds ``MASK_FILL`` (-1e4) instead of the official -100:
+  same outputs to float32 resolution, but no denormal softmax weights, which
+  made the training step several times slower in the attention backward.
+
+Speed notes (eager CPU; see ``benchmarks/bench_cpu_speed.py`` and
+``benchmarks/RESULTS_models.md``): the cyclic shift + window partition (and
+their inverses) are one token gather each (:func:`window_order`); residual
+adds are done in place in the fresh branch output; masks are cached for
+inference; the MLP runs in cache-sized blocks (:class:`.layers.Mlp`).
 
 Tensor layout: images are NCHW ``(B, 3, H, W)``; inside the network tokens are
 kept as ``(B, H, W, C)`` (channels last, as timm does); every public output
@@ -55,7 +66,13 @@ __all__ = [
     "window_reverse",
     "relative_position_index",
     "shift_attention_mask",
+    "window_order",
+    "expand_window_mask",
+    "MASK_FILL",
 ]
+
+
+_EXPANDED_MASK_CACHE_BYTES = 64 * 2**20  # per block; larger batch masks are expanded per call
 
 
 def _caching_allowed() -> bool:
@@ -101,6 +118,65 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: must stay usable by autograd
+def _window_order_cpu(H: int, W: int, window_size: int, shift_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    grid = torch.arange(H * W, device="cpu").view(1, H, W, 1)
+    if shift_size:
+        grid = torch.roll(grid, shifts=(-shift_size, -shift_size), dims=(1, 2))
+    order = window_partition(grid, window_size).reshape(-1)
+    return order, torch.argsort(order)
+
+
+def window_order(
+    H: int, W: int, window_size: int, shift_size: int = 0, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutation that does the cyclic shift and the window partition
+    in one gather (and its inverse), the same arrangement as
+    ``window_partition(torch.roll(x, (-shift, -shift), (1, 2)), M)``.
+
+    For a map flattened to ``(B, H*W, C)``, ``x.index_select(1, order)``
+    viewed as ``(B*nW, M*M, C)`` equals the official roll + partition, and
+    ``y.index_select(1, inverse)`` undoes it (window reverse + roll back).
+
+    Args:
+        H, W: padded map size (multiples of ``window_size``).
+        window_size: M. shift_size: cyclic shift s (0: none).
+
+    Returns:
+        ``(order, inverse)``, each ``(H*W,)`` int64 (cached on the CPU; do
+        not modify).
+    """
+    build = _window_order_cpu if _caching_allowed() else _window_order_cpu.__wrapped__
+    order, inverse = build(H, W, window_size, shift_size)
+    if device is not None and torch.device(device) != order.device:
+        order, inverse = order.to(device), inverse.to(device)
+    return order, inverse
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """``x.index_select(1, order)`` whose backward is the inverse gather
+    (cheaper than ``index_select``'s scatter-add backward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def _permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """``x[:, order]`` for ``x`` ``(B, L, C)`` and a permutation ``order`` of L."""
+    if x.requires_grad and _caching_allowed():
+        return _PermuteTokens.apply(x, order, inverse)
+    return x.index_select(1, order)
+
+
+@lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: must stay usable by autograd
 def relative_position_index(window_size: int, table_window_size: int | None = None) -> torch.Tensor:
     """Index into a relative position bias table for an M x M window.
 
@@ -118,8 +194,9 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
     T = window_size if table_window_size is None else table_window_size
     if T < window_size:
         raise ValueError(f"table window {T} is smaller than window {window_size}")
+    ar = torch.arange(window_size, device="cpu")  # explicit: cached, so never the meta device
     coords = torch.stack(
-        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+        torch.meshgrid(ar, ar, indexing="ij")
     ).flatten(1)  # (2, M*M)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 2)
     rel = rel + (T - 1)
@@ -127,8 +204,9 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
 
 
 @lru_cache(maxsize=64)
-def _shift_mask_cpu(H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
-    img_mask = torch.zeros((1, H, W, 1))
+@torch.inference_mode(False)  # cached: must stay usable by autograd
+def _shift_mask_cpu(H: int, W: int, window_size: int, shift_size: int, fill: float) -> torch.Tensor:
+    img_mask = torch.zeros((1, H, W, 1), device="cpu")
     cnt = 0
     for h in (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None)):
         for w in (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None)):
@@ -136,16 +214,27 @@ def _shift_mask_cpu(H: int, W: int, window_size: int, shift_size: int) -> torch.
             cnt += 1
     mask_windows = window_partition(img_mask, window_size).squeeze(-1)  # (nW, N)
     mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+    return mask.masked_fill(mask != 0, fill).masked_fill(mask == 0, 0.0)
+
+
+# Value the model puts between tokens of different regions of the shifted map.
+# The official code uses -100: its masked softmax weights, e^-100 ~ 4e-44, are
+# float32 *denormals*, which make the softmax backward and the matmuls that
+# read the probabilities 4-5x slower on x86 CPUs (measured: 203 ms vs 41 ms
+# for one stage-1 SW-MSA attention, batch 8). -1e4 gives weights of exactly 0;
+# the outputs differ from the official ones by ~e^-100 relative, far below
+# float32 resolution (the reference logits match to < 1e-6).
+MASK_FILL = -1.0e4
 
 
 def shift_attention_mask(
-    H: int, W: int, window_size: int, shift_size: int, device=None, dtype=None
+    H: int, W: int, window_size: int, shift_size: int, device=None, dtype=None, fill: float = -100.0
 ) -> torch.Tensor:
     """Additive attention mask of SW-MSA (paper Sec. 3.2, "Efficient batch
     computation for shifted configuration"), as the official code builds it:
-    -100 between tokens that came from different regions of the cyclically
-    shifted map, 0 elsewhere.
+    ``fill`` (official: -100) between tokens that came from different regions
+    of the cyclically shifted map, 0 elsewhere. The model itself uses
+    ``fill=MASK_FILL`` (see there).
 
     Args:
         H, W: padded map size in tokens (multiples of ``window_size``).
@@ -154,7 +243,43 @@ def shift_attention_mask(
     Returns:
         ``(num_windows, M*M, M*M)``.
     """
-    return _shift_mask_cpu(H, W, window_size, shift_size).to(device=device, dtype=dtype)
+    build = _shift_mask_cpu if _caching_allowed() else _shift_mask_cpu.__wrapped__
+    return build(H, W, window_size, shift_size, float(fill)).to(device=device, dtype=dtype)
+
+
+def _add_residual(branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+    """``branch + shortcut``, computed in place in ``branch`` (a fresh tensor
+    that backward does not need) to spare one map-sized allocation -- unless
+    autograd would have to turn the in-place op on a view into a copy."""
+    if torch.is_grad_enabled() and branch._base is not None:
+        return branch + shortcut
+    return branch.add_(shortcut)
+
+
+class _SplitQKV(torch.autograd.Function):
+    """``(B_, N, 3*h*d) -> q, k, v`` each ``(B_, h, N, d)`` (strided views),
+    whose backward writes the three gradients straight into one
+    ``(B_, N, 3*h*d)`` tensor (autograd's unbind + permute backward makes two
+    full copies)."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, num_heads: int, head_dim: int):  # type: ignore[override]
+        B_, N, _ = qkv.shape
+        ctx.dims = (B_, N, num_heads, head_dim)
+        return qkv.view(B_, N, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gq, gk, gv):  # type: ignore[override]
+        B_, N, h, d = ctx.dims
+        ref = next(g for g in (gq, gk, gv) if g is not None)
+        grad = ref.new_empty(B_, N, 3, h, d)
+        for i, g in enumerate((gq, gk, gv)):
+            if g is None:
+                grad[:, :, i].zero_()
+            else:
+                grad[:, :, i].copy_(g.transpose(1, 2))
+        return grad.view(B_, N, 3 * h * d), None, None
 
 
 class PatchEmbed(nn.Module):
@@ -261,7 +386,10 @@ class WindowAttention(nn.Module):
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B_, N, C = x.shape
-        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x)
+        if qkv.requires_grad and _caching_allowed():
+            return _SplitQKV.apply(qkv, self.num_heads, self.head_dim)
+        qkv = qkv.reshape(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)  # each (B_, h, N, d)
 
     def forward(
@@ -274,34 +402,59 @@ class WindowAttention(nn.Module):
         """Attention over windows.
 
         Args:
-            x: ``(B*nW, N, C)``.
-            attn_mask: additive mask ``(nW, h, N, N)`` or ``(1, h, N, N)``
-                (bias plus shift mask), broadcast over the batch.
+            x: ``(B*nW, N, C)``, windows of each image consecutive.
+            attn_mask: additive mask (relative position bias plus shift
+                mask), ``(nW, h, N, N)`` or ``(1, h, N, N)`` (broadcast over
+                the batch), or already expanded to ``(B*nW, h, N, N)``.
             num_windows: nW, windows per image.
             return_attn: also return the probabilities (explicit path).
 
         Returns:
             ``(out, attn)``: ``out`` ``(B*nW, N, C)``; ``attn``
             ``(B, nW, h, N, N)`` or None.
+
+        Two paths with the same result (to float rounding): the explicit one
+        (``softmax(q k^T / sqrt(d) + mask) v`` with matmuls) when the
+        probabilities are asked for or a gradient must flow into the mask
+        (training the bias table: PyTorch's fused CPU kernels do not give
+        mask gradients), else ``scaled_dot_product_attention`` on 4-D
+        ``(B*nW, h, N, d)`` tensors, which runs PyTorch's fused (flash) CPU
+        kernel -- 2-3x faster than the 5-D form, which falls back to the
+        unfused "math" kernel.
         """
         B_, N, C = x.shape
         nW = num_windows
-        q, k, v = self._qkv(x)
-        q = q.view(-1, nW, self.num_heads, N, self.head_dim)
-        k = k.view(-1, nW, self.num_heads, N, self.head_dim)
-        v = v.view(-1, nW, self.num_heads, N, self.head_dim)
-        probs = None
-        if return_attn:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + attn_mask
-            probs = attn.softmax(dim=-1)
-            out = self.attn_drop(probs) @ v
+        q, k, v = self._qkv(x)  # each (B*nW, h, N, d), strided views
+        explicit = return_attn or (attn_mask.requires_grad and torch.is_grad_enabled())
+        if explicit:
+            h, d = self.num_heads, self.head_dim
+            if attn_mask.shape[0] == B_ and B_ != nW:
+                attn_mask = attn_mask.view(-1, nW, h, N, N)
+            # scores as a fresh (B, nW, h, N, N) tensor, scaled and masked in place
+            attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)
+            attn = attn.mul_(self.scale).add_(attn_mask).softmax(dim=-1)
+            out = self.attn_drop(attn) @ v.view(-1, nW, h, N, d)  # (B, nW, h, N, d)
+            out = out.view(B_, h, N, d)
+            probs = attn if return_attn else None
         else:
+            if attn_mask.shape[0] not in (1, B_):
+                attn_mask = expand_window_mask(attn_mask, B_ // nW)
+            if attn_mask.dtype != q.dtype:
+                attn_mask = attn_mask.to(q.dtype)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop_p if self.training else 0.0
             )
-        out = out.transpose(-3, -2).reshape(B_, N, C)  # (B, nW, N, h, d) -> (B*nW, N, C)
+            probs = None
+        out = out.transpose(1, 2).reshape(B_, N, C)  # (B*nW, N, h, d) -> (B*nW, N, C)
         out = self.proj_drop(self.proj(out))
         return out, probs
+
+
+def expand_window_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a per-window mask for every image: ``(nW, h, N, N) ->
+    (batch*nW, h, N, N)`` (a copy; the fused SDPA kernel takes 4-D masks that
+    broadcast only over size-1 dimensions)."""
+    return mask.unsqueeze(0).expand(batch, *mask.shape).reshape(-1, *mask.shape[1:])
 
 
 class SwinTransformerBlock(nn.Module):
@@ -338,6 +491,15 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self._mask_cache: dict = {}
+        self._expanded_mask: tuple[tuple, torch.Tensor] | None = None
+
+    def train(self, mode: bool = True) -> "SwinTransformerBlock":
+        """Switch mode and drop the inference mask caches: weights written
+        without bumping the bias table's version counter (fused optimizers,
+        ``.data`` writes) must not leave a stale bias behind."""
+        self._mask_cache.clear()
+        self._expanded_mask = None
+        return super().train(mode)
 
     def window_and_shift(self, H: int, W: int) -> tuple[int, int]:
         """Window and shift used for an ``H x W`` map (official rule: if
@@ -355,14 +517,14 @@ class SwinTransformerBlock(nn.Module):
         """
         table = self.attn.relative_position_bias_table
         cacheable = _caching_allowed() and not (torch.is_grad_enabled() and table.requires_grad)
-        key = (Hp, Wp, ws, shift, table.device, dtype, table._version if cacheable else -1)
+        key = self._cache_key(Hp, Wp, ws, shift, dtype) if cacheable else None
         if cacheable:
             hit = self._mask_cache.get(key)
             if hit is not None:
                 return hit
         bias = self.attn.relative_position_bias(ws).to(dtype)  # (h, N, N)
         if shift > 0:
-            mask = shift_attention_mask(Hp, Wp, ws, shift, device=table.device, dtype=dtype)
+            mask = shift_attention_mask(Hp, Wp, ws, shift, device=table.device, dtype=dtype, fill=MASK_FILL)
             attn_mask = bias.unsqueeze(0) + mask.unsqueeze(1)
         else:
             attn_mask = bias.unsqueeze(0)
@@ -372,9 +534,42 @@ class SwinTransformerBlock(nn.Module):
             self._mask_cache[key] = attn_mask
         return attn_mask
 
+    def _cache_key(self, Hp: int, Wp: int, ws: int, shift: int, dtype: torch.dtype) -> tuple:
+        """Cache key of the masks; only called eagerly (not while compiling)."""
+        table = self.attn.relative_position_bias_table
+        return (Hp, Wp, ws, shift, table.device, dtype, table._version, torch.is_inference_mode_enabled())
+
+    def _sdpa_mask(self, mask: torch.Tensor, batch: int, key: tuple) -> torch.Tensor:
+        """``mask`` expanded to ``(batch*nW, h, N, N)`` for the fused kernel.
+
+        Without autograd into the mask, the expansion for the last batch size
+        is kept (one entry per block, at most ``_EXPANDED_MASK_CACHE_BYTES``;
+        e.g. 30 MB for the first SW-MSA block of Swin-T at batch 16)."""
+        if mask.shape[0] == 1:
+            return mask
+        if torch.jit.is_tracing():  # batch-generic graph: always expand
+            return expand_window_mask(mask, batch)
+        if batch == 1:
+            return mask
+        cacheable = _caching_allowed() and not mask.requires_grad
+        nbytes = batch * mask.numel() * mask.element_size()
+        if not cacheable or nbytes > _EXPANDED_MASK_CACHE_BYTES:
+            return expand_window_mask(mask, batch)
+        key = self._cache_key(*key) + (batch,)
+        if self._expanded_mask is not None and self._expanded_mask[0] == key:
+            return self._expanded_mask[1]
+        expanded = expand_window_mask(mask, batch)
+        self._expanded_mask = (key, expanded)  # one entry per block: bounded memory
+        return expanded
+
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, H, W, C) -> ((B, H, W, C), attn)``; ``attn`` is
-        ``(B, nW, heads, N, N)`` when ``return_attn`` else None."""
+        ``(B, nW, heads, N, N)`` when ``return_attn`` else None.
+
+        The cyclic shift and window partition (and their inverses) are done
+        as one token gather each (:func:`window_order`); the result is that
+        of the official roll + ``window_partition`` / ``window_reverse`` + roll.
+        """
         B, H, W, C = x.shape
         ws, shift = self.window_and_shift(H, W)
         shortcut = x
@@ -383,18 +578,19 @@ class SwinTransformerBlock(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
-        if shift > 0:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        windows = window_partition(x, ws)
+        nW = (Hp // ws) * (Wp // ws)
+        order, inverse = window_order(Hp, Wp, ws, shift, device=x.device)
+        windows = _permute_tokens(x.reshape(-1, Hp * Wp, C), order, inverse).view(-1, ws * ws, C)
         attn_mask = self._attn_mask(Hp, Wp, ws, shift, windows.dtype)
-        windows, attn = self.attn(windows, attn_mask, (Hp // ws) * (Wp // ws), return_attn)
-        x = window_reverse(windows, ws, Hp, Wp)
-        if shift > 0:
-            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        if not (return_attn or (attn_mask.requires_grad and torch.is_grad_enabled())):
+            attn_mask = self._sdpa_mask(attn_mask, B, (Hp, Wp, ws, shift, attn_mask.dtype))
+        windows, attn = self.attn(windows, attn_mask, nW, return_attn)
+        x = _permute_tokens(windows.view(-1, Hp * Wp, C), inverse, order).view(-1, Hp, Wp, C)
         if pad_h or pad_w:
-            x = x[:, :H, :W, :]
-        x = shortcut + self.drop_path(x)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+            x = shortcut + self.drop_path(x[:, :H, :W, :])
+        else:
+            x = _add_residual(self.drop_path(x), shortcut)
+        x = _add_residual(self.drop_path(self.mlp(self.norm2(x))), x)
         return x, attn
 
 
@@ -574,7 +770,7 @@ class SwinTransformer(nn.Module):
             self.absolute_pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.window_sizes: list[int] = []
         layers = []
         res = grid

@@ -185,7 +185,7 @@ class VisionTransformer(nn.Module):
             mlp_dims, gelu_last = tuple(mlp_hidden_dims), True
             if mlp_dims[-1] != embed_dim:
                 raise ValueError(f"mlp_hidden_dims must end with embed_dim={embed_dim}, got {mlp_dims}")
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_dims, attn_head_dim, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
                   norm_eps, gelu_last)

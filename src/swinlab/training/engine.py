@@ -255,6 +255,9 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
 
     # ---- model, optimizer, schedule
     model = _build_model(cfg, num_classes, aug_cfg.img_size, load_pretrained=resume_ckpt is None).to(device)
+    report = getattr(model, "pretrained_report", None)
+    if report is not None:
+        _print(info, f"pretrained weights: {report}")
     if cfg.linear_probe:
         freeze_for_linear_probe(model)
     world = info.world_size

@@ -102,6 +102,10 @@ def _read_sharded(index: Path) -> dict[str, Any]:
     return out
 
 
+# A `swinlab train` run folder: its best checkpoint, else the last, else its export.
+RUN_DIR_WEIGHT_FILES = ("best.pt", "last.pt", "export/model.safetensors")
+
+
 def _read_file(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -122,8 +126,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Reads ``.pth``, ``.pth.tar``, ``.pt``, ``.bin``, ``.ckpt`` with
     ``torch.load(map_location="cpu", weights_only=True)``, ``.safetensors``
-    with safetensors, sharded ``*.index.json``, and folders holding
-    ``model.safetensors`` or ``pytorch_model.bin`` (Hugging Face layout).
+    with safetensors, sharded ``*.index.json``, folders holding
+    ``model.safetensors`` or ``pytorch_model.bin`` (Hugging Face layout), and
+    ``swinlab train`` run folders (``best.pt``, else ``last.pt``, else
+    ``export/model.safetensors``).
     Training wrappers (``{"model": ...}``, ``{"state_dict": ...}``) and the
     ``module.`` prefix are removed (``unwrap_checkpoint``); key names are
     otherwise unchanged.
@@ -139,13 +145,14 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        for name in HF_WEIGHT_FILES:
+        for name in HF_WEIGHT_FILES + RUN_DIR_WEIGHT_FILES:
             if (path / name).is_file():
                 path = path / name
                 break
         else:
             raise FileNotFoundError(
-                f"{path} is a folder without model weights: expected one of {list(HF_WEIGHT_FILES)}"
+                f"{path} is a folder without model weights: expected one of "
+                f"{list(HF_WEIGHT_FILES + RUN_DIR_WEIGHT_FILES)}"
             )
     try:
         return unwrap_checkpoint(_read_file(path))

@@ -1,0 +1,201 @@
+"""CPU speed of Swin-T: swinlab vs Hugging Face transformers (a script, not a test).
+
+Measures, in one process with interleaved repeats (so that load from other
+processes hits both implementations alike):
+
+* inference images/s (``eval()``, ``torch.inference_mode``), fp32;
+* training-step images/s (forward + cross-entropy + backward + step of
+  ``torch.optim.AdamW`` with its defaults, the same for both);
+* for each, the median (and best) over repeats, the ratio swinlab /
+  transformers (median of the per-repeat ratios, and best / best) and the
+  fraction of the machine's measured fp32 GEMM throughput (one large
+  ``torch.mm``) that the run reaches, counting 4.49 GMACs = 8.98 GFLOP per
+  image forward (``swinlab.models.flops.count_macs``) and 3x that per
+  training step (forward + backward).
+
+Both models: Swin-T (embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7),
+224x224, 1000 classes, drop_path_rate 0.2, no dropout. transformers runs
+``SwinForImageClassification`` with ``attn_implementation="eager"`` (and,
+with ``--hf-sdpa``, also with ``"sdpa"``).
+
+Usage::
+
+    python benchmarks/bench_cpu_speed.py                # full run (~5 min on 2 cores)
+    python benchmarks/bench_cpu_speed.py --quick        # short run (~1.5 min)
+    python benchmarks/bench_cpu_speed.py --compile      # also a torch.compile figure
+    python benchmarks/bench_cpu_speed.py --counts       # parameters and MACs of the zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from swinlab.models import create_model
+from swinlab.models.flops import count_macs
+
+
+def gemm_gflops(n: int = 2048, iters: int = 10) -> float:
+    """Measured fp32 GEMM throughput in GFLOP/s (median of ``iters`` runs of an n^3 mm)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        torch.mm(a, b)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def build_hf(attn: str, drop_path: float) -> torch.nn.Module:
+    from transformers import SwinConfig, SwinForImageClassification
+
+    cfg = SwinConfig(
+        image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+        window_size=7, drop_path_rate=drop_path, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, num_labels=1000, attn_implementation=attn,
+    )
+    model = SwinForImageClassification(cfg)
+    if model.config._attn_implementation != attn:
+        raise RuntimeError(f"transformers picked attention {model.config._attn_implementation!r}, not {attn!r}")
+    return model
+
+
+class Runner:
+    """One model with its optimiser; ``infer(n)`` / ``train(n)`` return seconds per batch."""
+
+    def __init__(self, name: str, model: torch.nn.Module, hf: bool, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.name, self.model, self.hf, self.x, self.y = name, model, hf, x, y
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out.logits if self.hf else out
+
+    def infer(self, n: int) -> float:
+        self.model.eval()
+        with torch.inference_mode():
+            self._logits(self.x)
+            t = time.perf_counter()
+            for _ in range(n):
+                self._logits(self.x)
+        return (time.perf_counter() - t) / n
+
+    def train(self, n: int) -> float:
+        self.model.train()
+
+        def step() -> None:
+            loss = F.cross_entropy(self._logits(self.x), self.y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+        step()
+        t = time.perf_counter()
+        for _ in range(n):
+            step()
+        return (time.perf_counter() - t) / n
+
+
+def print_counts() -> None:
+    """Parameters and MACs/image of the official Swin / Swin-S3 / ViT sizes (meta device, instant)."""
+    from swinlab.models import list_models
+    from swinlab.models.flops import count_params
+
+    print(f"{'model':<34}{'params':>14}{'GMACs':>10}")
+    for name in list_models("swin_*") + list_models("vit_*"):
+        if name.endswith("_in22k"):
+            continue
+        with torch.device("meta"):
+            model = create_model(name)
+        h, w = model.img_size
+        print(f"{name:<34}{count_params(model):>14,}{count_macs(model, (3, h, w)) / 1e9:>10.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median reported)")
+    p.add_argument("--iters", type=int, default=3, help="batches timed per repeat")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds of every runner before the repeats")
+    p.add_argument("--quick", action="store_true", help="short run: 2 repeats of 1 batch, 1 warm-up round")
+    p.add_argument("--hf-sdpa", action="store_true", help="also time transformers with attn 'sdpa'")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile(swinlab) inference (compiling takes minutes on a CPU)")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--counts", action="store_true", help="only print parameter and MAC counts of the zoo")
+    args = p.parse_args(argv)
+    if args.counts:
+        print_counts()
+        return 0
+    if args.quick:
+        args.repeats, args.iters, args.warmup = 2, 1, 1
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    macs = count_macs(create_model("swin_tiny_patch4_window7_224"))
+    gflop_fwd = 2 * macs / 1e9
+    x = torch.randn(args.batch, 3, 224, 224)
+    y = torch.randint(0, 1000, (args.batch,))
+    runners = [Runner("swinlab", create_model("swin_tiny_patch4_window7_224", drop_path_rate=0.2), False, x, y),
+               Runner("hf-eager", build_hf("eager", 0.2), True, x, y)]
+    if args.hf_sdpa:
+        runners.append(Runner("hf-sdpa", build_hf("sdpa", 0.2), True, x, y))
+    if args.compile:
+        compiled = torch.compile(runners[0].model)
+        runners.append(Runner("swinlab-compiled", compiled, False, x, y))
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+          f"Swin-T 224 fp32, {macs / 1e9:.3f} GMACs/image forward")
+    for _ in range(args.warmup):  # let allocators and caches settle before timing
+        for r in runners:
+            r.infer(1)
+            if not args.skip_train and r.name != "swinlab-compiled":
+                r.train(1)
+    peak = []
+    inf: dict[str, list[float]] = {r.name: [] for r in runners}
+    trn: dict[str, list[float]] = {r.name: [] for r in runners}
+    for rep in range(args.repeats):
+        peak.append(gemm_gflops())
+        for r in runners:
+            inf[r.name].append(args.batch / r.infer(args.iters))
+        if not args.skip_train:
+            for r in runners:
+                if r.name == "swinlab-compiled":
+                    continue
+                trn[r.name].append(args.batch / r.train(args.iters))
+        print(f"  repeat {rep + 1}/{args.repeats}: gemm {peak[-1]:.0f} GFLOP/s; "
+              + "; ".join(f"{k} inf {inf[k][-1]:.1f}" + (f" train {trn[k][-1]:.1f}" if trn[k] else "")
+                          for k in inf), flush=True)
+
+    gemm = statistics.median(peak)
+    print(f"\nmeasured fp32 GEMM (2048^3 mm): {gemm:.0f} GFLOP/s (median of {len(peak)}), best {max(peak):.0f}")
+    print("images/s: median over repeats [best]; % GEMM: median as a share of the median GEMM rate")
+    print(f"{'model':<18}{'infer img/s':>20}{'% GEMM':>8}{'train img/s':>20}{'% GEMM':>8}")
+    for k in inf:
+        i = statistics.median(inf[k])
+        line = f"{k:<18}{i:>12.2f} [{max(inf[k]):5.2f}]{100 * i * gflop_fwd / gemm:>7.1f}%"
+        if trn[k]:
+            t = statistics.median(trn[k])
+            line += f"{t:>12.2f} [{max(trn[k]):5.2f}]{100 * t * 3 * gflop_fwd / gemm:>7.1f}%"
+        print(line)
+    for label, data in (("inference", inf), ("training ", trn)):
+        if not data["swinlab"]:
+            continue
+        for other in [k for k in data if k.startswith("hf") and data[k]]:
+            ratios = [a / b for a, b in zip(data["swinlab"], data[other])]
+            print(f"{label} swinlab / {other}: median of per-repeat ratios {statistics.median(ratios):.2f}x, "
+                  f"best / best {max(data['swinlab']) / max(data[other]):.2f}x "
+                  f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

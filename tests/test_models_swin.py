@@ -1,0 +1,391 @@
+"""Acceptance tests of the Swin model (``swinlab.models.swin``) and of MAC
+counting (``swinlab.models.flops``).
+
+Reference numbers: parameter counts of the official / timm models and the
+complexity figures of the Swin paper (Table 1) and AutoFormerV2 (Swin-S3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from swinlab.models import create_model
+from swinlab.models import layers as swin_layers
+from swinlab.models.flops import count_macs, count_params
+from swinlab.models.swin import (
+    MASK_FILL,
+    SwinTransformer,
+    relative_position_index,
+    shift_attention_mask,
+    window_order,
+    window_partition,
+    window_reverse,
+)
+from swinlab.models.layers import DropPath
+
+# name -> (parameters with the 1000-class head, GMACs per image at its img_size)
+OFFICIAL = {
+    "swin_tiny_patch4_window7_224": (28_288_354, 4.49),
+    "swin_small_patch4_window7_224": (49_606_258, 8.74),
+    "swin_base_patch4_window7_224": (87_768_224, 15.43),
+    "swin_base_patch4_window12_384": (87_903_584, 47.08),
+    "swin_large_patch4_window7_224": (196_532_476, 34.48),
+    "swin_large_patch4_window12_384": (196_735_516, 103.92),
+    "swin_s3_tiny_224": (28_328_674, 4.62),
+    "swin_s3_small_224": (49_737_298, 9.40),
+    "swin_s3_base_224": (71_125_762, 13.66),
+}
+
+
+def _tiny(**kw) -> SwinTransformer:
+    """A very small Swin (2 stages, shifted windows) for fast checks."""
+    cfg = dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4,
+               num_classes=5, drop_path_rate=0.0)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return SwinTransformer(**cfg)
+
+
+def _ref_model(reference_dir) -> SwinTransformer:
+    sd = torch.load(reference_dir / "swin_ref_official.pth", weights_only=True)["model"]
+    sd = {k: v for k, v in sd.items() if not k.endswith(("relative_position_index", "attn_mask"))}
+    model = SwinTransformer(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], num_classes=10)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+# --------------------------------------------------------------- reference parity
+def test_official_checkpoint_logits(reference_dir, reference_io):
+    """Official checkpoint -> official logits (fused SDPA path and explicit path)."""
+    model = _ref_model(reference_dir)
+    x, want = reference_io["input_224"], reference_io["logits_official"]
+    with torch.no_grad():
+        assert (model(x) - want).abs().max().item() <= 1e-5
+        logits, attns = model.forward_attention(x)
+        assert (logits - want).abs().max().item() <= 1e-5
+        # batch of one, twice (exercises the mask caches) and inference mode
+        for i in range(2):
+            assert (model(x[i : i + 1]) - want[i : i + 1]).abs().max().item() <= 1e-5
+    with torch.inference_mode():
+        assert (model(x) - want).abs().max().item() <= 1e-5
+    assert len(attns) == 8
+
+
+def test_official_checkpoint_train_mode_path(reference_dir, reference_io):
+    """With gradients into the bias table the explicit path runs; same logits."""
+    model = _ref_model(reference_dir)
+    x, want = reference_io["input_224"], reference_io["logits_official"]
+    for m in model.modules():  # stochastic depth off, explicit (training) attention path on
+        if isinstance(m, DropPath):
+            m.drop_prob = 0.0
+    logits = model.train()(x)
+    assert (logits.detach() - want).abs().max().item() <= 1e-5
+    logits.sum().backward()
+    table = model.layers[0].blocks[1].attn.relative_position_bias_table
+    assert table.grad is not None and table.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------- counts
+@pytest.mark.parametrize("name", list(OFFICIAL))
+def test_parameter_count_and_macs(name):
+    params, gmacs = OFFICIAL[name]
+    with torch.device("meta"):
+        model = create_model(name)
+    assert count_params(model) == params
+    size = model.img_size[0]
+    macs = count_macs(model, (3, size, size))
+    assert abs(macs / 1e9 - gmacs) / gmacs < 0.02, (name, macs)
+
+
+def test_count_macs_real_equals_meta_and_leaves_model_alone():
+    model = _tiny().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = count_macs(model, (3, 32, 32))
+    real = count_macs(model, (3, 32, 32), meta=False)
+    assert meta == real > 0
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # larger input -> more MACs; a hand count of the patch embedding alone is a lower bound
+    assert count_macs(model, (3, 64, 64)) > meta > 16 * 16 * 16 * 3 * 2 * 2
+
+
+@pytest.mark.parametrize("bad", [(224, 224), (3, 0, 224), (3, 224.0, 224), "3x224x224"])
+def test_count_macs_rejects_bad_size(bad):
+    with pytest.raises(ValueError, match="input_size"):
+        count_macs(_tiny(), bad)
+
+
+# --------------------------------------------------------------- any size
+@pytest.fixture(scope="module")
+def swin_t() -> SwinTransformer:
+    torch.manual_seed(0)
+    return create_model("swin_tiny_patch4_window7_224", drop_path_rate=0.0).eval()
+
+
+def test_any_size_and_no_state_change(swin_t):
+    x224 = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        before = swin_t(x224)
+        for size in (32, 64, 112, 160, (250, 300), 384, 512):
+            h, w = (size, size) if isinstance(size, int) else size
+            out = swin_t(torch.randn(1, 3, h, w))
+            assert out.shape == (1, 1000) and torch.isfinite(out).all()
+        after = swin_t(x224)
+    assert torch.equal(before, after)
+
+
+def test_forward_stages_and_pooled_shapes(swin_t):
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        stages = swin_t.forward_stages(x)
+        feats = swin_t.forward_features(x)
+        pooled = swin_t.forward_pooled(x)
+    assert [tuple(s.shape) for s in stages] == [(1, 96, 56, 56), (1, 192, 28, 28), (1, 384, 14, 14), (1, 768, 7, 7)]
+    assert feats.shape == (1, 768, 7, 7) and pooled.shape == (1, 768)
+    assert torch.allclose(swin_t.head(pooled), swin_t.forward_head(feats), atol=1e-6)
+    with torch.no_grad():
+        odd = swin_t.forward_stages(torch.randn(1, 3, 250, 300))
+    assert [tuple(s.shape[-2:]) for s in odd] == [(63, 75), (32, 38), (16, 19), (8, 10)]
+
+
+def test_num_classes_zero_gives_pooled_features():
+    model = _tiny(num_classes=0).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (3, 32)
+        assert torch.allclose(out, model.forward_pooled(x))
+
+
+def test_forward_attention_shapes_and_consistency():
+    model = _tiny().eval()
+    x = torch.randn(2, 3, 32, 32)  # 16x16 tokens: stage 1 window 4 (16 windows), stage 2 8x8 map
+    with torch.no_grad():
+        logits, attns = model.forward_attention(x)
+        fused = model(x)
+    assert torch.allclose(logits, fused, atol=1e-5)
+    assert [tuple(a.shape) for a in attns] == [(2, 16, 2, 16, 16)] * 2 + [(2, 4, 4, 16, 16)] * 2
+    for a in attns:
+        assert torch.allclose(a.sum(-1), torch.ones(()), atol=1e-5)
+    # shifted block: tokens of different regions get (exactly) zero weight
+    shifted = attns[1][0]  # (nW, heads, N, N)
+    mask = shift_attention_mask(16, 16, 4, 2) != 0  # (nW, N, N)
+    assert shifted.permute(1, 0, 2, 3)[:, mask].abs().max() == 0
+
+
+def test_run_time_window_shrink_matches_model_built_small():
+    """A model built for 224 px run at 64 px (stages 2-4 smaller than the window)
+    equals a model built for 64 px carrying the matching bias sub-tables."""
+    torch.manual_seed(0)
+    big = SwinTransformer(img_size=224, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                          num_classes=7, drop_path_rate=0.0).eval()
+    small = SwinTransformer(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                            num_classes=7, drop_path_rate=0.0).eval()
+    assert small.window_sizes == [7, 7, 4, 2] and big.window_sizes == [7, 7, 7, 7]
+    sd = big.state_dict()
+    for key, table in list(sd.items()):
+        if key.endswith("relative_position_bias_table"):
+            i = int(key.split(".")[1])
+            m, t = small.window_sizes[i], 7
+            grid = table.view(2 * t - 1, 2 * t - 1, -1)
+            sd[key] = grid[t - m : t + m - 1, t - m : t + m - 1].reshape(-1, table.shape[-1])
+    small.load_state_dict(sd)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(big(x), small(x), atol=1e-5)
+        _, attns = big.forward_attention(x)
+    # stage 2 (8x8 map, window 7) is padded to 14x14: 4 windows of 49 tokens; stage 3 shrinks to 4x4
+    assert [tuple(a.shape[1:]) for a in attns[2:6]] == [(4, 2, 49, 49)] * 2 + [(1, 4, 16, 16)] * 2
+    assert big.layers[2].blocks[1].window_and_shift(4, 4) == (4, 0)
+
+
+def test_drop_path_rises_linearly():
+    model = create_model("swin_tiny_patch4_window7_224", drop_path_rate=0.3, num_classes=0)
+    probs = [blk.drop_path.drop_prob if isinstance(blk.drop_path, DropPath) else 0.0
+             for layer in model.layers for blk in layer.blocks]
+    assert len(probs) == 12
+    assert probs == pytest.approx(torch.linspace(0, 0.3, 12).tolist())
+    assert probs[0] == 0.0 and probs[-1] == pytest.approx(0.3)
+
+
+# --------------------------------------------------------------- internals
+@pytest.mark.parametrize("shift", [0, 2])
+def test_window_order_equals_roll_and_partition(shift):
+    x = torch.randn(2, 12, 8, 3)
+    order, inverse = window_order(12, 8, 4, shift)
+    ref = window_partition(torch.roll(x, (-shift, -shift), (1, 2)), 4)
+    got = x.reshape(2, 96, 3).index_select(1, order).view(-1, 16, 3)
+    assert torch.equal(got, ref)
+    back = got.reshape(2, 96, 3).index_select(1, inverse).view(2, 12, 8, 3)
+    assert torch.equal(back, x)
+    assert torch.equal(window_reverse(ref, 4, 12, 8), torch.roll(x, (-shift, -shift), (1, 2)))
+
+
+def test_relative_position_index_sub_window():
+    full = relative_position_index(7)
+    assert full.shape == (49, 49) and full.max() == 168 and full.min() == 0
+    sub = relative_position_index(3, 7)
+    assert sub.shape == (9, 9) and sub.max() < 169
+    with pytest.raises(ValueError, match="smaller than window"):
+        relative_position_index(5, 3)
+
+
+def test_shift_mask_values():
+    official = shift_attention_mask(14, 14, 7, 3)
+    assert official.shape == (4, 49, 49)
+    assert set(official.unique().tolist()) == {-100.0, 0.0}
+    ours = shift_attention_mask(14, 14, 7, 3, fill=MASK_FILL)
+    assert torch.equal(ours != 0, official != 0)
+    assert (official[0] == 0).all()  # the top-left window is not split
+
+
+def test_gradients_match_finite_differences():
+    """float64 gradcheck through the gathers, in-place residual adds and the
+    explicit attention path, for the input and a shifted block's bias table."""
+    model = _tiny(img_size=8, patch_size=1, embed_dim=4, depths=(2,), num_heads=(2,), window_size=4,
+                  num_classes=3).double().train()
+    table_name = "layers.0.blocks.1.attn.relative_position_bias_table"
+    params = dict(model.named_parameters())
+
+    def fn(x, table):
+        return torch.func.functional_call(model, {**params, table_name: table}, (x,))
+
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    table = params[table_name].detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (x, table), eps=1e-6, atol=1e-5)
+
+
+def test_inference_then_training_and_cache_invalidation():
+    """Caches filled under inference_mode must not break training, and loading
+    new weights must invalidate the cached masks."""
+    model = _tiny().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        model(x)
+        model(x[:1])
+    model.train()
+    model(x).sum().backward()  # raised "Inference tensors cannot be saved for backward" once
+    model.eval()
+    with torch.no_grad():
+        a = model(x)
+        other = _tiny()
+        other.load_state_dict({k: v + 0.01 * torch.randn_like(v) for k, v in model.state_dict().items()})
+        model.load_state_dict(other.state_dict())
+        assert torch.allclose(model(x), other.eval()(x), atol=1e-6)
+        assert not torch.allclose(model(x), a)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_and_explicit_paths_agree_with_padding(batch):
+    model = _tiny(drop_path_rate=0.0).eval()
+    x = torch.randn(batch, 3, 42, 38)  # 21x19 tokens: padded to windows, odd merging
+    with torch.no_grad():
+        fused = model(x)
+        explicit, _ = model.forward_attention(x)
+        again = model(x)
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert torch.equal(fused, again)
+
+
+def test_mlp_chunked_inference_equals_plain(monkeypatch):
+    torch.manual_seed(0)
+    mlp = swin_layers.Mlp(8, 32).eval()
+    x = torch.randn(700, 8)
+    with torch.enable_grad():
+        ref = mlp(x.clone().requires_grad_(True)).detach()  # autograd path
+    with torch.no_grad():
+        whole = mlp(x)  # inference path, one block (700 rows fit in a chunk)
+        monkeypatch.setattr(swin_layers, "MLP_CHUNK_ELEMENTS", 1)  # -> blocks of 256 rows
+        chunked = mlp(x.view(7, 100, 8))
+    assert torch.allclose(whole, ref, atol=1e-6)
+    assert chunked.shape == (7, 100, 8)
+    assert torch.allclose(chunked.reshape(700, 8), ref, atol=1e-6)
+
+
+def test_mlp_blocked_training_gradients_equal_plain(monkeypatch):
+    """The recomputing blocked MLP (used for large maps in training) gives the
+    gradients of plain autograd."""
+    torch.manual_seed(0)
+    mlp = swin_layers.Mlp(8, 32).train()
+    x = torch.randn(3, 300, 8)
+    g = torch.randn(3, 300, 8)
+
+    def grads():
+        mlp.zero_grad()
+        xx = x.clone().requires_grad_(True)
+        out = mlp(xx)
+        out.backward(g)
+        return [out.detach(), xx.grad] + [p.grad.clone() for p in mlp.parameters()]
+
+    monkeypatch.setattr(swin_layers, "MLP_RECOMPUTE_MIN_BYTES", 2**62)  # plain autograd
+    plain = grads()
+    monkeypatch.setattr(swin_layers, "MLP_RECOMPUTE_MIN_BYTES", 0)
+    monkeypatch.setattr(swin_layers, "MLP_CHUNK_ELEMENTS", 1)  # blocks of 256 rows (4 blocks)
+    blocked = grads()
+    assert mlp(x.requires_grad_(True)).grad_fn.next_functions[0][0].name() == "_BlockedMlpFunctionBackward"
+    for a, b in zip(plain, blocked):  # block-wise sums round differently
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+# --------------------------------------------------------------- trace / compile
+def test_jit_trace_batch1_runs_batch3():
+    model = _tiny().eval()
+    x1, x3 = torch.randn(1, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    for blk in (b for layer in model.layers for b in layer.blocks):
+        blk._mask_cache.clear()
+        blk._expanded_mask = None
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x1, check_trace=False)
+        # the Python-side mask cache is bypassed while tracing
+        blocks = [b for layer in model.layers for b in layer.blocks]
+        assert all(not b._mask_cache and b._expanded_mask is None for b in blocks)
+        assert torch.allclose(traced(x3), model(x3), atol=1e-5)
+        assert torch.allclose(traced(x1), model(x1), atol=1e-5)
+        assert blocks[1]._expanded_mask is not None  # eager batch 3 filled it
+
+
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    model = SwinTransformer(img_size=32, patch_size=4, embed_dim=8, depths=(2,), num_heads=(1,), window_size=4,
+                            num_classes=3, drop_path_rate=0.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model)(x)
+    assert (compiled - eager).abs().max().item() <= 1e-4
+
+
+# --------------------------------------------------------------- errors
+def test_error_wrong_channels():
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, H, W\), got \(1, 4, 32, 32\)"):
+        _tiny()(torch.randn(1, 4, 32, 32))
+    with pytest.raises(ValueError, match="expected images"):
+        _tiny()(torch.randn(3, 32, 32))
+
+
+def test_error_size_not_divisible_without_padding():
+    model = _tiny(pad_input=False)
+    with pytest.raises(ValueError, match=r"input size 33x32 is not divisible by the patch size 2x2.*pad=False"):
+        model(torch.randn(1, 3, 33, 32))
+    assert model(torch.randn(1, 3, 34, 32)).shape == (1, 5)  # divisible: fine
+
+
+def test_error_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="num_heads has 3 entries"):
+        SwinTransformer(depths=(2, 2), num_heads=(1, 2, 3))
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        SwinTransformer(drop_path_rate=1.5)
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        SwinTransformer(embed_dim=10, num_heads=(3, 6, 12, 24))
+
+
+def test_padding_rule_matches_math():
+    model = _tiny(patch_size=4).eval()
+    with torch.no_grad():
+        stages = model.forward_stages(torch.randn(1, 3, 30, 45))
+    h, w = math.ceil(30 / 4), math.ceil(45 / 4)
+    assert tuple(stages[0].shape[-2:]) == (h, w)
+    assert tuple(stages[1].shape[-2:]) == (math.ceil(h / 2), math.ceil(w / 2))
