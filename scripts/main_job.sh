@@ -7,7 +7,8 @@
 #   RUN_DIR=runs/other bash scripts/main_job.sh
 #
 # Data: $SWINLAB_DATA (the zip, or a folder holding it), else
-# ../shared/data/tiny-imagenet-200.zip (relative to the repository root).
+# ../shared/data/tiny-imagenet-200.zip (relative to the repository root), else the
+# official archive, downloaded into $SWINLAB_CACHE (default ~/.cache/swinlab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +23,14 @@ else
   DATA_ZIP="${SWINLAB_DATA:-../shared/data/tiny-imagenet-200.zip}"
 fi
 if [[ ! -f "$DATA_ZIP" ]]; then
-  echo "main_job.sh: Tiny ImageNet zip not found at $DATA_ZIP (set SWINLAB_DATA)" >&2
-  exit 1
+  # Neither $SWINLAB_DATA nor ../shared: fetch the official archive into the cache
+  # ($SWINLAB_CACHE or ~/.cache/swinlab), written atomically and MD5-checked.
+  echo "main_job.sh: Tiny ImageNet zip not found at $DATA_ZIP; downloading the official archive" >&2
+  DATA_ZIP=$(python3 -c "
+from swinlab.data.download import download_file
+from swinlab.data.paths import cache_dir
+from swinlab.data.tiny_imagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL
+print(download_file(TINY_IMAGENET_URL, cache_dir() / 'tiny-imagenet-200.zip', TINY_IMAGENET_MD5, progress=True))")
 fi
 
 start=$(date +%s)
