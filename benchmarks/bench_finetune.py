@@ -213,7 +213,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
     return lin
 
 
-
 def topk_acc(logits: torch.Tensor, y: torch.Tensor, k: int) -> float:
     """Top-k accuracy [%]."""
     k = min(k, logits.shape[1])

@@ -43,8 +43,8 @@ def test_image_folder(tmp_path: Path) -> None:
     xb, yb = next(iter(build_loader(fixed, 5, shuffle=False)))
     assert xb.shape == (5, 3, 16, 16) and xb.dtype == torch.uint8 and yb.tolist() == [0, 0, 1, 1, 2]
     assert build_dataset("folder", tmp_path / "imgs", num_classes=2).targets == [0, 0, 1, 1]
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no images"):
-        (tmp_path / "empty" / "cls").mkdir(parents=True)
         build_dataset("folder", tmp_path / "empty")
 
 

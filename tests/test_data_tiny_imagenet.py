@@ -109,7 +109,7 @@ def test_corrupt_image_named_and_skipped(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match=f"{WNIDS[0]}_9.JPEG"):
         img, label = skip[bad]
     assert img.shape == (3, 64, 64) and skip.skipped == 1
-    assert skip.image_names[bad + 1] and label == skip.targets[bad + 1]  # next readable item stands in
+    assert torch.equal(img, skip.get_image(bad + 1)) and label == skip.targets[bad + 1]  # next readable item stands in
     with pytest.raises(ValueError, match="cannot decode image"):
         build_dataset("tiny-imagenet", arc, "train", cache=True)
     with pytest.warns(RuntimeWarning, match="skipped 1 corrupt"):

@@ -139,9 +139,6 @@ def test_time_budget_stops_training_then_evaluates(squares: Path, tmp_path: Path
 
 
 def test_export_writes_pretrained_folder(squares: Path, tmp_path: Path) -> None:
-    pytest.importorskip("swinlab.weights.pretrained")
-    from swinlab.weights.pretrained import save_pretrained  # noqa: F401
-
     res = train(tiny_config(squares, tmp_path / "ex", epochs=1, export=True))
     export = Path(res["export_dir"])
     assert (export / "model.safetensors").is_file()

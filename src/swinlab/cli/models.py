@@ -31,10 +31,11 @@ def count_params(name: str) -> int:
     import torch
 
     from ..models import create_model
+    from ..models.flops import count_params as count_model_params
 
     with torch.device("meta"):
         model = create_model(name)
-    return sum(p.numel() for p in model.parameters())
+    return count_model_params(model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from .decode import CorruptImageError
 
-__all__ = ["ImageDataset", "default_num_threads"]
+__all__ = ["ImageDataset", "check_num_classes", "default_num_threads"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -23,6 +23,16 @@ def default_num_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_num_classes(num_classes: object, available: int) -> None:
+    """Validate a ``num_classes`` subset request against the ``available`` classes.
+
+    Raises:
+        ValueError: ``num_classes`` is not an int (bools rejected) in ``[1, available]``.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= available:
+        raise ValueError(f"num_classes must be an int in [1, {available}], got {num_classes!r}")
 
 
 class ImageDataset(Dataset):
@@ -176,15 +186,11 @@ class ImageDataset(Dataset):
         keep = [i for i in range(len(self)) if i not in drop]
         self.targets = [self.targets[i] for i in keep]
         self.image_names = [self.image_names[i] for i in keep]
-        self._keep_extra(keep)
         if self._cache is not None:
             remap = {old: new for new, old in enumerate(keep)}
             self._cache = self._cache[torch.tensor(keep, dtype=torch.long)] if keep else self._cache[:0]
             self._cache_extra = {remap[k]: v for k, v in self._cache_extra.items() if k in remap}
         self._bad = set()
-
-    def _keep_extra(self, keep: list[int]) -> None:
-        """Hook: filter subclass per-item lists to the positions in ``keep``."""
 
     def _report_dropped(self, bad: list[tuple[int, Exception]]) -> None:
         if not bad:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .base import ImageDataset, Transform
 from .cifar import CIFAR
@@ -55,18 +56,19 @@ def build_dataset(
         FileNotFoundError: data not found (the message says where it looked).
     """
     key = name.lower().replace("_", "-")
+    # options common to the data sets decoded from image files (Tiny ImageNet, image folder)
+    image_file_options: dict[str, Any] = dict(
+        num_classes=num_classes, cache=cache, cache_threads=cache_threads, skip_corrupt=skip_corrupt,
+        transform=transform,
+    )
     if key in ("tiny-imagenet", "tinyimagenet", "tiny-imagenet-200"):
         return TinyImageNet(
             root,
             split,
-            num_classes=num_classes,
-            cache=cache,
-            cache_threads=cache_threads,
-            skip_corrupt=skip_corrupt,
-            transform=transform,
             download=download,
             url=url or TINY_IMAGENET_URL,
             md5=md5 if url else (md5 or TINY_IMAGENET_MD5),
+            **image_file_options,
         )
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         return CIFAR(
@@ -85,13 +87,5 @@ def build_dataset(
             raise ValueError("build_dataset('folder') needs root=<folder with one sub-folder per class>")
         if download:
             raise ValueError("download=True is not supported for an image folder")
-        return ImageFolder(
-            root,
-            split,
-            num_classes=num_classes,
-            cache=cache,
-            cache_threads=cache_threads,
-            skip_corrupt=skip_corrupt,
-            transform=transform,
-        )
+        return ImageFolder(root, split, **image_file_options)
     raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")

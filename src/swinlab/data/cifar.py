@@ -15,12 +15,12 @@ import os
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .base import ImageDataset, Transform
+from .base import ImageDataset, Transform, check_num_classes
 from .paths import locate
 
 __all__ = ["CIFAR", "CIFAR10", "CIFAR100", "CIFAR_SPECS"]
@@ -89,9 +89,12 @@ def _str(x: Any) -> str:
 
 
 class _Reader:
-    """Reads batch files from the tar.gz or the extracted folder."""
+    """Reads batch files from the tar.gz or the extracted folder.
 
-    def __init__(self, path: Path, folder: str) -> None:
+    From a tar.gz only the members named in ``wanted`` (base names) are kept in memory.
+    """
+
+    def __init__(self, path: Path, folder: str, wanted: Sequence[str]) -> None:
         self.path = path
         self.files: dict[str, bytes] = {}
         if path.is_dir():
@@ -102,7 +105,7 @@ class _Reader:
             try:
                 with tarfile.open(path, "r:*") as tar:
                     for m in tar.getmembers():
-                        if m.isfile():
+                        if m.isfile() and m.name.split("/")[-1] in wanted:
                             f = tar.extractfile(m)
                             if f is not None:
                                 self.files[m.name.split("/")[-1]] = f.read()
@@ -175,7 +178,7 @@ class CIFAR(ImageDataset):
             md5=md5 if url else (md5 or spec["md5"]),
         )
         self.source_path = str(path)
-        reader = _Reader(path, spec["folder"])
+        reader = _Reader(path, spec["folder"], (spec["meta"], *spec[self.split]))
 
         meta_bytes, meta_where = reader.read(spec["meta"])
         meta = _unpickle(meta_bytes, meta_where)
@@ -208,8 +211,7 @@ class CIFAR(ImageDataset):
         images = torch.from_numpy(np.concatenate(datas)).view(-1, 3, 32, 32)
         k = len(class_names)
         if num_classes is not None:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= k:
-                raise ValueError(f"num_classes must be an int in [1, {k}], got {num_classes!r}")
+            check_num_classes(num_classes, k)
             keep = [i for i, y in enumerate(labels) if y < num_classes]
             images = images[torch.tensor(keep, dtype=torch.long)]
             labels = [labels[i] for i in keep]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .base import ImageDataset, Transform
+from .base import ImageDataset, Transform, check_num_classes
 from .decode import CorruptImageError, decode_image
 
 __all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
@@ -25,6 +25,15 @@ class ImageFolder(ImageDataset):
 
     Items: ``(uint8 (3, H, W) RGB, label)`` or ``transform(image)``.  ``image_names``
     are paths relative to the split folder (``source_path``).
+
+    Args:
+        root: the folder (holding ``<class>/`` folders, or ``train/`` / ``val/`` / ``test/``).
+        split: sub-folder used when ``root`` has split folders.
+        num_classes: keep only the first K classes (by folder name; labels 0..K-1).
+        cache: decode every image once into memory (:meth:`build_cache`, threaded).
+        cache_threads: threads for the cache build (default: usable CPUs).
+        skip_corrupt: skip undecodable files (counted in ``.skipped``) instead of raising.
+        transform: callable applied to the uint8 image tensor.
 
     Raises:
         FileNotFoundError: ``root`` / ``root/<split>`` missing, or no class folder with images.
@@ -56,15 +65,12 @@ class ImageFolder(ImageDataset):
         classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
         names: list[str] = []
         targets: list[int] = []
-        kept: list[str] = []
-        for cls in classes:
+        for label, cls in enumerate(classes):
             files = []
             for dirpath, dirnames, filenames in os.walk(base / cls):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 rel = Path(dirpath).relative_to(base).as_posix()
                 files += [f"{rel}/{f}" for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
-            kept.append(cls)
-            label = len(kept) - 1
             for f in sorted(files):
                 names.append(f)
                 targets.append(label)
@@ -74,14 +80,13 @@ class ImageFolder(ImageDataset):
                 "expected root/<class>/<image>"
             )
         if num_classes is not None:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= len(kept):
-                raise ValueError(f"num_classes must be an int in [1, {len(kept)}], got {num_classes!r}")
+            check_num_classes(num_classes, len(classes))
             keep = [i for i, y in enumerate(targets) if y < num_classes]
             names = [names[i] for i in keep]
             targets = [targets[i] for i in keep]
-            kept = kept[:num_classes]
-        self.classes = kept
-        self.class_names = list(kept)
+            classes = classes[:num_classes]
+        self.classes = classes
+        self.class_names = list(classes)
         self.image_names = names
         self.targets = targets
         if cache:

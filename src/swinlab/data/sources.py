@@ -23,8 +23,8 @@ class Source:
     #: path of the archive or directory (used in messages).
     path: Path
 
-    def names(self) -> list[str]:
-        """All file names (no directories), sorted."""
+    def names(self, under: str = "") -> list[str]:
+        """File names (no directories), sorted: all of them, or those below folder ``under``."""
         raise NotImplementedError
 
     def read(self, name: str) -> bytes:
@@ -73,8 +73,11 @@ class ZipSource(Source):
                     self._handle, self._pid = handle, os.getpid()
         return self._handle  # type: ignore[return-value]
 
-    def names(self) -> list[str]:
-        return list(self._names)
+    def names(self, under: str = "") -> list[str]:
+        if not under:
+            return list(self._names)
+        start = under.rstrip("/") + "/"
+        return [n for n in self._names if n.startswith(start)]
 
     def exists(self, name: str) -> bool:
         return name in self._name_set

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .base import ImageDataset, Transform
+from .base import ImageDataset, Transform, check_num_classes
 from .decode import CorruptImageError, decode_image
 from .paths import locate
 from .sources import Source, ZipSource, open_source
@@ -101,11 +101,11 @@ class TinyImageNet(ImageDataset):
         self._prefix = _find_prefix(self.source)
         p = self._prefix
         wnids = [w.strip() for w in _text(self.source, p + "wnids.txt").splitlines() if w.strip()]
-        if len(set(wnids)) != len(wnids):
+        all_wnids = set(wnids)  # val annotations may name any class, kept or not
+        if len(all_wnids) != len(wnids):
             raise ValueError(f"duplicate class ids in '{p}wnids.txt' of {self.source_path}")
         if num_classes is not None:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= len(wnids):
-                raise ValueError(f"num_classes must be an int in [1, {len(wnids)}], got {num_classes!r}")
+            check_num_classes(num_classes, len(wnids))
             wnids = wnids[:num_classes]
         self.classes = wnids
         index = {w: i for i, w in enumerate(wnids)}
@@ -120,11 +120,8 @@ class TinyImageNet(ImageDataset):
         names: list[str] = []
         targets: list[int] = []
         if split == "train":
-            all_names = (
-                self.source.names() if isinstance(self.source, ZipSource) else self.source.names(p + "train")  # type: ignore[call-arg]
-            )
             start = p + "train/"
-            for n in all_names:
+            for n in self.source.names(p + "train"):
                 if not n.startswith(start) or not n.lower().endswith(_IMAGE_EXTS):
                     continue
                 parts = n[len(start):].split("/")
@@ -138,7 +135,6 @@ class TinyImageNet(ImageDataset):
             ann = p + "val/val_annotations.txt"
             if not self.source.exists(ann):
                 raise FileNotFoundError(f"'{ann}' not found in {self.source_path}")
-            all_wnids = set(w.strip() for w in _text(self.source, p + "wnids.txt").splitlines() if w.strip())
             for lineno, line in enumerate(_text(self.source, ann).splitlines(), 1):
                 if not line.strip():
                     continue

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..models.swin import SwinTransformer, window_reverse
 from ..models.vit import VisionTransformer
+from ..training.plots import save_figure
 
 __all__ = ["windows_to_map", "swin_attention_maps", "vit_attention_maps", "attention_maps", "denormalize",
            "save_attention_figure"]
@@ -152,12 +153,13 @@ def attention_maps(model: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
         image = image.to(p.device)
     hw = (int(image.shape[-2]), int(image.shape[-1]))
     if isinstance(model, SwinTransformer):
-        _, attns = model.forward_attention(image)
-        return swin_attention_maps(model, attns, hw)
-    if isinstance(model, VisionTransformer):
-        _, attns = model.forward_attention(image)
-        return vit_attention_maps(model, attns, hw)
-    raise TypeError(f"attention maps need a SwinTransformer or VisionTransformer, got {type(model).__name__}")
+        to_maps = swin_attention_maps
+    elif isinstance(model, VisionTransformer):
+        to_maps = vit_attention_maps
+    else:
+        raise TypeError(f"attention maps need a SwinTransformer or VisionTransformer, got {type(model).__name__}")
+    _, attns = model.forward_attention(image)
+    return to_maps(model, attns, hw)
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -224,10 +226,6 @@ def save_attention_figure(
             ax.set_title(titles[k] if titles is not None else f"block {k} ({m.shape[0]}x{m.shape[1]})", fontsize=8)
         if suptitle:
             fig.suptitle(suptitle, fontsize=9)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
-    return path

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .loading import ModelInfo, eval_transform_for
-from .predict import ImageLike, _model_device, iter_batches, preprocess_images
+from .loading import ModelInfo
+from .predict import ImageLike, _forward_batches
 
 __all__ = ["extract_features", "save_features", "load_features", "names_sidecar"]
 
@@ -62,14 +62,7 @@ def extract_features(
     names = list(names) if names is not None else _names_for(images)
     if len(names) != len(images):
         raise ValueError(f"{len(names)} names for {len(images)} images")
-    model.eval()
-    device = _model_device(model)
-    transform = eval_transform_for(info)
-    chunks = []
-    for _, batch in iter_batches(images, batch_size):
-        x = preprocess_images(batch, transform, device)
-        chunks.append(model.forward_pooled(x).float().cpu())
-    feats = torch.cat(chunks, dim=0).numpy().astype(np.float32, copy=False)
+    feats = _forward_batches(model, model.forward_pooled, info, images, batch_size).numpy()
     return feats, names
 
 

@@ -306,10 +306,7 @@ def eval_transform_for(info: ModelInfo, **overrides: Any):
     from ..data.config import AugmentConfig
     from ..data.eval_transform import EvalTransform
 
-    if info.aug_config:
-        d = dict(info.aug_config)
-    else:
-        d = {}
+    d = dict(info.aug_config or {})
     d.update(
         img_size=int(info.img_size),
         mean=list(info.mean),

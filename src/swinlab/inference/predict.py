@@ -69,6 +69,26 @@ def _model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _forward_batches(
+    model: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    info: ModelInfo,
+    images: Sequence[ImageLike],
+    batch_size: int,
+) -> torch.Tensor:
+    """Switch ``model`` to eval mode, preprocess ``images`` as ``info`` says in
+    chunks of ``batch_size`` on the model's device and concatenate
+    ``forward(x (B, 3, S, S))`` over the chunks: float32 ``(N, ...)`` on CPU.
+    The caller runs it under ``torch.inference_mode()``."""
+    model.eval()
+    device = _model_device(model)
+    transform = eval_transform_for(info)
+    chunks = []
+    for _, batch in iter_batches(images, batch_size):
+        chunks.append(forward(preprocess_images(batch, transform, device)).float().cpu())
+    return torch.cat(chunks, dim=0)
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, info: ModelInfo, images: Sequence[ImageLike], batch_size: int = 32
@@ -81,14 +101,7 @@ def predict_logits(
     """
     if len(images) == 0:
         raise ValueError("no images to predict")
-    model.eval()
-    device = _model_device(model)
-    transform = eval_transform_for(info)
-    chunks = []
-    for _, batch in iter_batches(images, batch_size):
-        x = preprocess_images(batch, transform, device)
-        chunks.append(model(x).float().cpu())
-    return torch.cat(chunks, dim=0)
+    return _forward_batches(model, model, info, images, batch_size)
 
 
 def predict(

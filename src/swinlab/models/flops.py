@@ -61,7 +61,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), meta
     modified.
     """
     c, h, w = _check_size(input_size)
-    fn = getattr(model, "forward_attention", None) or model.forward
+    name = "forward_attention" if hasattr(model, "forward_attention") else "forward"
     was_training = model.training
     model.eval()
     try:
@@ -71,13 +71,11 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), meta
                 tensors.update(
                     {n: torch.empty_like(t, device="meta") for n, t in model.named_buffers()}
                 )
-                x = torch.zeros(1, c, h, w, device="meta")
-                name = "forward_attention" if hasattr(model, "forward_attention") else "forward"
-                _functional_call(model, tensors, x, name)
+                _functional_call(model, tensors, torch.zeros(1, c, h, w, device="meta"), name)
             else:
                 p = next(model.parameters(), None)
                 device = p.device if p is not None else torch.device("cpu")
-                fn(torch.zeros(1, c, h, w, device=device))
+                getattr(model, name)(torch.zeros(1, c, h, w, device=device))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops() // 2)

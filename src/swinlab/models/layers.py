@@ -63,14 +63,18 @@ class DropPath(nn.Module):
         return f"drop_prob={self.drop_prob}"
 
 
-def _fast_path_allowed(x: torch.Tensor) -> bool:
-    """Python-level blocked kernels run only eagerly on the CPU."""
-    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    if torch.is_autocast_enabled("cpu"):
+def _eager() -> bool:
+    """False while tracing, scripting or compiling: Python-side caches and
+    Python-level fast paths are used in eager mode only."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     compiler = getattr(torch, "compiler", None)
     return not (compiler is not None and compiler.is_compiling())
+
+
+def _fast_path_allowed(x: torch.Tensor) -> bool:
+    """Python-level blocked kernels run only eagerly on the CPU, without autocast."""
+    return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and _eager()
 
 
 def _mlp_blocks(
@@ -187,13 +191,12 @@ class Mlp(nn.Module):
             shape = x.shape
             x2 = x.reshape(-1, shape[-1])
             hidden = self.fc1.out_features
+            rows = max(256, MLP_CHUNK_ELEMENTS // hidden)
             if not grad:
-                rows = max(256, MLP_CHUNK_ELEMENTS // hidden)
                 out = _mlp_blocks(x2, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                                   rows, self.act.approximate)
                 return out.view(*shape[:-1], -1)
             if x2.shape[0] * hidden * x2.element_size() >= MLP_RECOMPUTE_MIN_BYTES:
-                rows = max(256, MLP_CHUNK_ELEMENTS // hidden)
                 out = _BlockedMlpFunction.apply(x2, self.fc1.weight, self.fc1.bias, self.fc2.weight,
                                                 self.fc2.bias, rows, self.act.approximate)
                 return out.view(*shape[:-1], -1)

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, Mlp, init_weights_trunc_normal, to_2tuple
+from .layers import DropPath, Mlp, _eager, init_weights_trunc_normal, to_2tuple
 
 __all__ = [
     "SwinTransformer",
@@ -75,14 +75,9 @@ __all__ = [
 _EXPANDED_MASK_CACHE_BYTES = 64 * 2**20  # per block; larger batch masks are expanded per call
 
 
-def _caching_allowed() -> bool:
-    """Python-side caches are skipped while tracing, scripting or compiling."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
-        return False
-    return True
+# Python-side caches (and the custom autograd gathers) are skipped while
+# tracing, scripting or compiling.
+_caching_allowed = _eager
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -807,6 +802,9 @@ class SwinTransformer(nn.Module):
         return {"absolute_pos_embed"}
 
     def no_weight_decay_keywords(self) -> set[str]:
+        """Substrings of parameter names the official recipe excludes from
+        weight decay (``relative_position_bias_table``; official
+        ``optimizer.py``, ``set_weight_decay``)."""
         return {"relative_position_bias_table"}
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

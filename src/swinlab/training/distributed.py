@@ -31,10 +31,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True under torchrun with more than one process (``world_size > 1``)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that logs, checkpoints and evaluates."""
         return self.rank == 0
 
 

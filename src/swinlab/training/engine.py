@@ -105,14 +105,6 @@ def resolve_amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 # ---------------------------------------------------------------------- setup
-def _data_api() -> Any:
-    try:
-        from .. import data
-    except ImportError as e:  # pragma: no cover - the data package is part of swinlab
-        raise RuntimeError(f"swinlab.data is not importable: {e}") from e
-    return data
-
-
 def _evaluate(model: nn.Module, loader: Any, eval_tf: Any, device: torch.device, amp_dtype: torch.dtype | None,
               max_batches: int | None, progress: bool, num_classes: int) -> dict[str, Any]:
     from .metrics import evaluate_model
@@ -132,10 +124,11 @@ def _aug_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _build_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pretrained: bool = True) -> nn.Module:
-    spec_size = get_model_spec(cfg.model).kwargs.get("img_size")
+    spec_kwargs = get_model_spec(cfg.model).kwargs
+    spec_size = spec_kwargs.get("img_size")
     overrides = dict(cfg.model_overrides)
     if "img_size" not in overrides and spec_size is not None and spec_size != img_size \
-            and "resize_to" not in get_model_spec(cfg.model).kwargs:
+            and "resize_to" not in spec_kwargs:
         overrides["img_size"] = img_size
     if cfg.pretrained_required and not cfg.pretrained:
         raise ConfigError(f"this recipe fine-tunes pretrained weights: set pretrained (--pretrained SOURCE) "
@@ -143,8 +136,8 @@ def _build_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pretrai
     if "num_classes" in overrides or "pretrained" in overrides:
         raise ConfigError("model_overrides may not set num_classes or pretrained; use the top-level keys "
                           "num_classes (keeps the first K classes of the data) and pretrained")
-    dpr = cfg.drop_path_rate if cfg.drop_path_rate is not None else overrides.pop("drop_path_rate", None)
-    overrides.pop("drop_path_rate", None)
+    dpr_override = overrides.pop("drop_path_rate", None)
+    dpr = cfg.drop_path_rate if cfg.drop_path_rate is not None else dpr_override
     return create_model(cfg.model, num_classes=num_classes, drop_path_rate=dpr,
                         pretrained=(cfg.pretrained or None) if load_pretrained else None, **overrides)
 
@@ -231,7 +224,7 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
                           f"continue it, --overwrite to start over, or choose another --out")
 
     # ---- data
-    data = _data_api()
+    from .. import data
     try:
         aug_cfg = data.AugmentConfig.from_dict(_aug_dict(cfg))
     except (TypeError, ValueError) as e:
@@ -343,7 +336,7 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
     t_origin = t_start - elapsed_before  # the budget counts time spent before a resume too
     train_budget_span = (t_origin + budget_s - t_loop) if budget_s else None
     step_losses: list[float] = []
-    history = list(logger.records) if logger is not None else []
+    history = logger.records if logger is not None else []  # grows with logger.log
     train_images_total, train_time_total = 0, 0.0
     stopped = False
     last_eval: dict[str, Any] = {}
@@ -362,16 +355,15 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
             return None
         return (time.time() - t_loop) / train_budget_span
 
-    epoch = start_epoch
+    from tqdm.auto import tqdm
+
+    n_micro = steps_per_epoch * cfg.accum_steps
     for epoch in range(start_epoch, cfg.epochs):
         if epoch > start_epoch and time_up():  # (at least one step runs, then the budget is checked)
             stopped = True
             break
         loader = _train_loader(data, train_ds, cfg, info, epoch)
         train_model.train()
-        n_micro = steps_per_epoch * cfg.accum_steps
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_micro, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (cfg.progress and info.is_main), dynamic_ncols=True)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -474,7 +466,6 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
             del state
             if logger is not None:
                 logger.log(record)
-                history.append(logger.records[-1])
             msg = (f"epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.4f} "
                    f"acc {record['train_acc']:.2f}%")
             if "val_top1" in record:
@@ -522,16 +513,10 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
     }
 
 
-def _export(run_dir: Path, model: nn.Module, class_names: list[str], aug_cfg: Any, device: torch.device) -> Path | None:
+def _export(run_dir: Path, model: nn.Module, class_names: list[str], aug_cfg: Any, device: torch.device) -> Path:
     """Save the best checkpoint's weights with ``swinlab.weights.save_pretrained``."""
-    try:
-        from ..weights import save_pretrained  # type: ignore[attr-defined]
-    except ImportError:
-        try:
-            from ..weights.pretrained import save_pretrained  # type: ignore[no-redef]
-        except ImportError:
-            print("export skipped: swinlab.weights.save_pretrained is not available", file=sys.stderr)
-            return None
+    from ..weights import save_pretrained
+
     best = run_dir / ckpt_io.BEST
     source = best if best.is_file() else run_dir / ckpt_io.LAST
     state = ckpt_io.load_checkpoint(source)

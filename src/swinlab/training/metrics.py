@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .plots import save_figure
+
 __all__ = [
     "topk_accuracy",
     "topk_correct",
@@ -348,10 +350,6 @@ def plot_confusion_matrix(
         else:
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
-    return path

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layouts import _BUFFER_SUFFIXES
+
 __all__ = [
     "AdaptReport",
     "IN22K_CLASSES",
@@ -46,7 +48,7 @@ IN22K_CLASSES = 21841
 IN1K_CLASSES = 1000
 
 #: buffers some layouts save; never loaded (the model rebuilds them).
-BUFFER_SUFFIXES = ("relative_position_index", "attn_mask", "relative_coords_table")
+BUFFER_SUFFIXES = _BUFFER_SUFFIXES + ("relative_coords_table",)
 
 
 @dataclass

@@ -136,8 +136,11 @@ def unwrap_checkpoint(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor
     return out
 
 
-def _downsample_stages(keys: list[str]) -> set[int]:
-    return {int(m.group(1)) for k in keys if (m := _DOWNSAMPLE.match(k))}
+def _merging_at_stage_start(keys: list[str]) -> bool:
+    """timm >= 0.9 names: patch merging present, but none in stage 0
+    (``layers.{i+1}.downsample`` instead of the official ``layers.i``)."""
+    stages = {int(m.group(1)) for k in keys if (m := _DOWNSAMPLE.match(k))}
+    return bool(stages) and 0 not in stages
 
 
 def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
@@ -168,8 +171,7 @@ def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
         raise ValueError("empty state_dict: no parameters to identify a checkpoint layout from")
     if any(k.startswith(_HF_PREFIXES) for k in keys):
         return "hf"
-    ds = _downsample_stages(keys)
-    if any(k.startswith("head.fc.") for k in keys) or (ds and 0 not in ds):
+    if any(k.startswith("head.fc.") for k in keys) or _merging_at_stage_start(keys):
         return "timm"
     if any(k.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES for k in keys):
         return "official"
@@ -193,7 +195,7 @@ def _flat_pos_embed(v: torch.Tensor) -> torch.Tensor:
 
 def _timm_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     sd = _drop_buffers(sd)
-    shift = bool(_downsample_stages(list(sd))) and 0 not in _downsample_stages(list(sd))
+    shift = _merging_at_stage_start(list(sd))
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         key = re.sub(r"^layers_(\d+)\.", r"layers.\1.", key)  # features_only / flattened names
@@ -259,13 +261,13 @@ def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     unmapped: list[str] = []
     for full_key, value in sd.items():
         key = full_key[len("swin."):] if full_key.startswith("swin.") else full_key
-        if key in ("embeddings.position_embeddings",):
+        if key == "embeddings.position_embeddings":
             out["absolute_pos_embed"] = _hf_pos_embed(value)
             continue
         if key == "embeddings.mask_token":  # SimMIM mask token: no counterpart
             continue
-        m = _HF_BLOCK_ANY.match(key)
-        if m and m.group(3) in _HF_DROP:
+        block = _HF_BLOCK_ANY.match(key)
+        if block and block.group(3) in _HF_DROP:
             continue
         m = _HF_BLOCK_RE.match(key)
         if m:
@@ -278,9 +280,8 @@ def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 continue
             unmapped.append(full_key)
             continue
-        m = _HF_BLOCK_ANY.match(key)
-        if m and m.group(3) in _HF_BLOCK:  # the bias table (no .weight/.bias suffix)
-            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{_HF_BLOCK[m.group(3)]}"] = value
+        if block and block.group(3) in _HF_BLOCK:  # the bias table (no .weight/.bias suffix)
+            out[f"layers.{block.group(1)}.blocks.{block.group(2)}.{_HF_BLOCK[block.group(3)]}"] = value
             continue
         m = _HF_DOWN_RE.match(key)
         if m:
@@ -366,6 +367,7 @@ _TO_HF_BLOCK = {
     },
 }
 _SL_BLOCK_RE = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+?)(?:\.(weight|bias))?$")
+_SL_DOWN_RE = re.compile(r"^layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)$")
 _SL_TOP = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "patch_embed.norm": "embeddings.norm",
            "norm": "layernorm"}
 
@@ -420,7 +422,7 @@ def swinlab_to_hf(
                 continue
             unmapped.append(key)
             continue
-        m = re.match(r"^layers\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)$", key)
+        m = _SL_DOWN_RE.match(key)
         if m:
             out[f"swin.encoder.layers.{m.group(1)}.downsample.{m.group(2)}.{m.group(3)}"] = value
             continue

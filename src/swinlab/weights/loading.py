@@ -364,9 +364,8 @@ def resolve_source(
     hub = source[len("hf-hub:"):] if source.startswith("hf-hub:") else source
     if hub.startswith("hf://"):
         hub = hub[len("hf://"):]
-    if _HUB_ID.match(hub) and not source.startswith((".", "/", "~")) and not path.suffix.lower() in (
-        ".pth", ".pt", ".bin", ".safetensors", ".tar", ".ckpt"
-    ):
+    if (_HUB_ID.match(hub) and not source.startswith((".", "/", "~"))
+            and path.suffix.lower() not in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)):
         return _hub_snapshot(hub)
     raise FileNotFoundError(
         f"weights not found: {source!r} is not an existing file or folder, an http(s) URL, a Hub id "

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .loading import LoadReport, load_state_dict_checked, read_checkpoint
+from .loading import LoadReport, load_state_dict_checked, read_checkpoint, resolve_source
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "default_preprocessing", "from_pretrained", "save_pretrained"]
 
@@ -258,7 +258,6 @@ def from_pretrained(directory: str | os.PathLike[str], device: str | torch.devic
             arguments, or weights that do not fit (lists the keys).
     """
     from ..models.registry import create_model
-    from .loading import resolve_source
 
     folder = Path(directory).expanduser()
     if not folder.exists():
