@@ -6,6 +6,8 @@ processes hits both implementations alike):
 * inference images/s (``eval()``, ``torch.inference_mode``), fp32;
 * training-step images/s (forward + cross-entropy + backward + step of
   ``torch.optim.AdamW`` with its defaults, the same for both);
+* inference first, then training (each phase with its own warm-up rounds;
+  within a phase the models take turns every repeat);
 * for each, the median (and best) over repeats, the ratio swinlab /
   transformers (median of the per-repeat ratios, and best / best) and the
   fraction of the machine's measured fp32 GEMM throughput (one large
@@ -14,7 +16,12 @@ processes hits both implementations alike):
   training step (forward + backward).
 
 Both models: Swin-T (embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7),
-224x224, 1000 classes, drop_path_rate 0.2, no dropout. transformers runs
+224x224, 1000 classes, drop_path_rate 0.2 (the official Swin-T recipe;
+``--drop-path`` changes it for both), no dropout. With stochastic depth,
+swinlab's training step skips the branch work of the dropped samples
+(``swinlab.models.layers.drop_path_residual``) while transformers computes
+and then zeroes it; ``--drop-path 0`` measures the step without that effect.
+"% GEMM" always counts the full work of the step. transformers runs
 ``SwinForImageClassification`` with ``attn_implementation="eager"`` (and,
 with ``--hf-sdpa``, also with ``"sdpa"``).
 
@@ -24,6 +31,9 @@ Usage::
     python benchmarks/bench_cpu_speed.py --quick        # short run (~1.5 min)
     python benchmarks/bench_cpu_speed.py --compile      # also a torch.compile figure
     python benchmarks/bench_cpu_speed.py --counts       # parameters and MACs of the zoo
+    python benchmarks/bench_cpu_speed.py --drop-path 0  # training without stochastic depth
+    python benchmarks/bench_cpu_speed.py --masked-drop-path  # also swinlab training with
+                                        # stochastic depth as a mask (no sample skipping)
 """
 
 from __future__ import annotations
@@ -64,6 +74,31 @@ def build_hf(attn: str, drop_path: float) -> torch.nn.Module:
     model = SwinForImageClassification(cfg)
     if model.config._attn_implementation != attn:
         raise RuntimeError(f"transformers picked attention {model.config._attn_implementation!r}, not {attn!r}")
+    return model
+
+
+class MaskedDropPath(torch.nn.Module):
+    """Wraps a :class:`swinlab.models.layers.DropPath` so that
+    ``drop_path_residual`` computes the whole branch and multiplies it by the
+    mask (the official / timm / transformers way) instead of skipping the
+    dropped samples: the A/B baseline of ``--masked-drop-path``."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def mask_drop_path(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every ``DropPath`` child of ``model`` by a :class:`MaskedDropPath`."""
+    from swinlab.models.layers import DropPath
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, DropPath):
+                setattr(module, name, MaskedDropPath(child))
     return model
 
 
@@ -126,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=3, help="batches timed per repeat")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds of every runner before the repeats")
     p.add_argument("--quick", action="store_true", help="short run: 2 repeats of 1 batch, 1 warm-up round")
+    p.add_argument("--drop-path", type=float, default=0.2, help="drop_path_rate of both models (default 0.2)")
+    p.add_argument("--masked-drop-path", action="store_true",
+                   help="also time swinlab training with stochastic depth as a mask (no sample skipping)")
     p.add_argument("--hf-sdpa", action="store_true", help="also time transformers with attn 'sdpa'")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile(swinlab) inference (compiling takes minutes on a CPU)")
@@ -144,44 +182,49 @@ def main(argv: list[str] | None = None) -> int:
     gflop_fwd = 2 * macs / 1e9
     x = torch.randn(args.batch, 3, 224, 224)
     y = torch.randint(0, 1000, (args.batch,))
-    runners = [Runner("swinlab", create_model("swin_tiny_patch4_window7_224", drop_path_rate=0.2), False, x, y),
-               Runner("hf-eager", build_hf("eager", 0.2), True, x, y)]
+    dp = args.drop_path
+    runners = [Runner("swinlab", create_model("swin_tiny_patch4_window7_224", drop_path_rate=dp), False, x, y),
+               Runner("hf-eager", build_hf("eager", dp), True, x, y)]
     if args.hf_sdpa:
-        runners.append(Runner("hf-sdpa", build_hf("sdpa", 0.2), True, x, y))
+        runners.append(Runner("hf-sdpa", build_hf("sdpa", dp), True, x, y))
+    if args.masked_drop_path:  # training only: inference is the same model
+        masked = mask_drop_path(create_model("swin_tiny_patch4_window7_224", drop_path_rate=dp))
+        runners.append(Runner("swinlab-masked", masked, False, x, y))
     if args.compile:
         compiled = torch.compile(runners[0].model)
         runners.append(Runner("swinlab-compiled", compiled, False, x, y))
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"Swin-T 224 fp32, {macs / 1e9:.3f} GMACs/image forward")
-    for _ in range(args.warmup):  # let allocators and caches settle before timing
-        for r in runners:
-            r.infer(1)
-            if not args.skip_train and r.name != "swinlab-compiled":
-                r.train(1)
+          f"Swin-T 224 fp32, drop_path_rate {dp}, {macs / 1e9:.3f} GMACs/image forward")
     peak = []
     inf: dict[str, list[float]] = {r.name: [] for r in runners}
     trn: dict[str, list[float]] = {r.name: [] for r in runners}
-    for rep in range(args.repeats):
-        peak.append(gemm_gflops())
-        for r in runners:
-            inf[r.name].append(args.batch / r.infer(args.iters))
-        if not args.skip_train:
-            for r in runners:
-                if r.name == "swinlab-compiled":
-                    continue
-                trn[r.name].append(args.batch / r.train(args.iters))
-        print(f"  repeat {rep + 1}/{args.repeats}: gemm {peak[-1]:.0f} GFLOP/s; "
-              + "; ".join(f"{k} inf {inf[k][-1]:.1f}" + (f" train {trn[k][-1]:.1f}" if trn[k] else "")
-                          for k in inf), flush=True)
+    # Two phases, inference then training (as in use: a model trains for many
+    # steps in a row); within a phase the runners take turns every repeat.
+    phases = [("inf", inf, [r for r in runners if r.name != "swinlab-masked"])]
+    if not args.skip_train:
+        phases.append(("train", trn, [r for r in runners if r.name != "swinlab-compiled"]))
+    for label, results, active in phases:
+        for _ in range(args.warmup):  # let allocators and caches settle before timing
+            for r in active:
+                r.infer(1) if label == "inf" else r.train(1)
+        for rep in range(args.repeats):
+            peak.append(gemm_gflops())
+            for r in active:
+                results[r.name].append(args.batch / (r.infer(args.iters) if label == "inf" else r.train(args.iters)))
+            print(f"  {label} repeat {rep + 1}/{args.repeats}: gemm {peak[-1]:.0f} GFLOP/s; "
+                  + "; ".join(f"{r.name} {results[r.name][-1]:.2f} img/s" for r in active), flush=True)
 
     gemm = statistics.median(peak)
     print(f"\nmeasured fp32 GEMM (2048^3 mm): {gemm:.0f} GFLOP/s (median of {len(peak)}), best {max(peak):.0f}")
     print("images/s: median over repeats [best]; % GEMM: median as a share of the median GEMM rate")
     print(f"{'model':<18}{'infer img/s':>20}{'% GEMM':>8}{'train img/s':>20}{'% GEMM':>8}")
     for k in inf:
-        i = statistics.median(inf[k])
-        line = f"{k:<18}{i:>12.2f} [{max(inf[k]):5.2f}]{100 * i * gflop_fwd / gemm:>7.1f}%"
+        if inf[k]:
+            i = statistics.median(inf[k])
+            line = f"{k:<18}{i:>12.2f} [{max(inf[k]):5.2f}]{100 * i * gflop_fwd / gemm:>7.1f}%"
+        else:
+            line = f"{k:<18}{'-':>20}{'':>8}"
         if trn[k]:
             t = statistics.median(trn[k])
             line += f"{t:>12.2f} [{max(trn[k]):5.2f}]{100 * t * 3 * gflop_fwd / gemm:>7.1f}%"
@@ -189,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, data in (("inference", inf), ("training ", trn)):
         if not data["swinlab"]:
             continue
-        for other in [k for k in data if k.startswith("hf") and data[k]]:
+        for other in [k for k in data if (k.startswith("hf") or k == "swinlab-masked") and data[k]]:
             ratios = [a / b for a, b in zip(data["swinlab"], data[other])]
             print(f"{label} swinlab / {other}: median of per-repeat ratios {statistics.median(ratios):.2f}x, "
                   f"best / best {max(data['swinlab']) / max(data[other]):.2f}x "

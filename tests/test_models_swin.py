@@ -24,7 +24,7 @@ from swinlab.models.swin import (
     window_partition,
     window_reverse,
 )
-from swinlab.models.layers import DropPath
+from swinlab.models.layers import DropPath, drop_path_residual
 
 # name -> (parameters with the 1000-class head, GMACs per image at its img_size)
 OFFICIAL = {
@@ -328,6 +328,54 @@ def test_mlp_blocked_training_gradients_equal_plain(monkeypatch):
     assert mlp(x.requires_grad_(True)).grad_fn.next_functions[0][0].name() == "_BlockedMlpFunctionBackward"
     for a, b in zip(plain, blocked):  # block-wise sums round differently
         assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+# --------------------------------------------------------------- stochastic depth
+def _kept_after_seed(seed: int, batch: int, keep: float) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.empty(batch).bernoulli_(keep).nonzero().squeeze(1)
+
+
+@pytest.mark.parametrize("branch_name", ["attention", "mlp"])
+def test_drop_path_skips_dropped_samples_with_droppath_result(branch_name):
+    """drop_path_residual runs a Swin block's branch on the kept samples only
+    and gives x + DropPath(branch(x)) -- same random draws, same values and
+    gradients (to float rounding of the smaller matmuls)."""
+    model = _tiny(drop_path_rate=0.9).train()
+    blk = model.layers[1].blocks[1]  # SW-MSA block, drop probability 0.9
+    assert isinstance(blk.drop_path, DropPath) and blk.drop_path.drop_prob == pytest.approx(0.9)
+    keep, batch = 1 - blk.drop_path.drop_prob, 6
+    seed = next(s for s in range(100) if 1 < len(_kept_after_seed(s, batch, keep)) < batch)
+    kept = _kept_after_seed(seed, batch, keep)
+    x0 = torch.randn(batch, 8, 8, 32)
+
+    def branch(t):
+        if branch_name == "attention":
+            return blk._attention_branch(t, False)
+        return blk.mlp(blk.norm2(t)), None
+
+    def run(fn):
+        model.zero_grad()
+        x = x0.clone().requires_grad_(True)
+        torch.manual_seed(seed)
+        out = fn(x)
+        out.backward(torch.ones_like(out) + x0)
+        return [out.detach(), x.grad] + [p.grad.clone() for p in blk.parameters() if p.grad is not None]
+
+    ref = run(lambda x: x + blk.drop_path(branch(x)[0]))  # DropPath draws after the branch
+    seen = []
+
+    def counting(t):
+        seen.append(t.shape[0])
+        return branch(t)
+
+    ours = run(lambda x: drop_path_residual(x, counting, blk.drop_path)[0])
+    assert seen == [len(kept)]  # the branch saw the kept samples only
+    assert len(ref) == len(ours)
+    for a, b in zip(ref, ours):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    dropped = sorted(set(range(batch)) - set(kept.tolist()))
+    assert torch.equal(ours[0][dropped], x0[dropped])  # dropped samples pass through unchanged
 
 
 # --------------------------------------------------------------- trace / compile

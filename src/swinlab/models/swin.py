@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, Mlp, _eager, init_weights_trunc_normal, to_2tuple
+from .layers import DropPath, Mlp, _eager, drop_path_residual, init_weights_trunc_normal, to_2tuple
 
 __all__ = [
     "SwinTransformer",
@@ -240,15 +240,6 @@ def shift_attention_mask(
     """
     build = _shift_mask_cpu if _caching_allowed() else _shift_mask_cpu.__wrapped__
     return build(H, W, window_size, shift_size, float(fill)).to(device=device, dtype=dtype)
-
-
-def _add_residual(branch: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-    """``branch + shortcut``, computed in place in ``branch`` (a fresh tensor
-    that backward does not need) to spare one map-sized allocation -- unless
-    autograd would have to turn the in-place op on a view into a copy."""
-    if torch.is_grad_enabled() and branch._base is not None:
-        return branch + shortcut
-    return branch.add_(shortcut)
 
 
 class _SplitQKV(torch.autograd.Function):
@@ -561,13 +552,25 @@ class SwinTransformerBlock(nn.Module):
         """``(B, H, W, C) -> ((B, H, W, C), attn)``; ``attn`` is
         ``(B, nW, heads, N, N)`` when ``return_attn`` else None.
 
+        ``x + drop_path(attention(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``
+        (:func:`.layers.drop_path_residual`: in training, stochastic depth
+        skips the branch work of dropped samples).
+        """
+        x, attn = drop_path_residual(
+            x, lambda t: self._attention_branch(t, return_attn), self.drop_path, skip_dropped=not return_attn
+        )
+        x, _ = drop_path_residual(x, lambda t: (self.mlp(self.norm2(t)), None), self.drop_path)
+        return x, attn
+
+    def _attention_branch(self, x: torch.Tensor, return_attn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S)W-MSA of ``norm1(x)``: ``(B, H, W, C) -> ((B, H, W, C), attn)``.
+
         The cyclic shift and window partition (and their inverses) are done
         as one token gather each (:func:`window_order`); the result is that
         of the official roll + ``window_partition`` / ``window_reverse`` + roll.
         """
         B, H, W, C = x.shape
         ws, shift = self.window_and_shift(H, W)
-        shortcut = x
         x = self.norm1(x)
         pad_h, pad_w = (-H) % ws, (-W) % ws
         if pad_h or pad_w:
@@ -582,10 +585,7 @@ class SwinTransformerBlock(nn.Module):
         windows, attn = self.attn(windows, attn_mask, nW, return_attn)
         x = _permute_tokens(windows.view(-1, Hp * Wp, C), inverse, order).view(-1, Hp, Wp, C)
         if pad_h or pad_w:
-            x = shortcut + self.drop_path(x[:, :H, :W, :])
-        else:
-            x = _add_residual(self.drop_path(x), shortcut)
-        x = _add_residual(self.drop_path(self.mlp(self.norm2(x))), x)
+            x = x[:, :H, :W, :].contiguous()
         return x, attn
 
 

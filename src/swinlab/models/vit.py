@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, init_weights_trunc_normal, to_2tuple
+from .layers import DropPath, drop_path_residual, init_weights_trunc_normal, to_2tuple
 from .registry import ModelSpec, register_model
 
 __all__ = ["VisionTransformer", "Attention", "Block"]
@@ -102,9 +102,10 @@ class Block(nn.Module):
         self.mlp = MlpStack(dim, mlp_dims, drop, gelu_last=mlp_gelu_last)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, probs = self.attn(self.norm1(x), return_attn)
-        x = x + self.drop_path(a)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x, probs = drop_path_residual(
+            x, lambda t: self.attn(self.norm1(t), return_attn), self.drop_path, skip_dropped=not return_attn
+        )
+        x, _ = drop_path_residual(x, lambda t: (self.mlp(self.norm2(t)), None), self.drop_path)
         return x, probs
 
 

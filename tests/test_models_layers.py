@@ -1,0 +1,76 @@
+"""Tests of swinlab.models.layers.drop_path_residual: stochastic depth that
+skips the branch work of dropped samples must give DropPath's result
+(Huang et al. 2016; official Swin / timm multiply by the mask)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swinlab.models import layers as L
+from swinlab.models.layers import DropPath, drop_path_residual
+from swinlab.models.swin import SwinTransformer
+from swinlab.models.vit import VisionTransformer
+
+
+def test_drop_path_residual_all_dropped_eval_and_identity():
+    dp = DropPath(0.999).train()
+    x = torch.randn(4, 3)
+    calls = []
+
+    def branch(t):
+        calls.append(t.shape[0])
+        return t * 2, "extra"
+
+    torch.manual_seed(0)
+    out, extra = drop_path_residual(x, branch, dp)
+    assert calls == [] and extra is None and torch.equal(out, x)  # every sample dropped: no work
+    dp.eval()
+    out, extra = drop_path_residual(x, branch, dp)
+    assert calls == [4] and extra == "extra" and torch.allclose(out, 3 * x)
+    out, _ = drop_path_residual(x, branch, torch.nn.Identity())
+    assert torch.allclose(out, 3 * x)
+    dp.train()
+    out, _ = drop_path_residual(x, branch, dp, skip_dropped=False)  # masks instead of skipping
+    assert calls[-1] == 4
+    out, _ = drop_path_residual(x, branch, torch.nn.Dropout(0.0))  # any other module: applied as is
+    assert calls[-1] == 4 and torch.allclose(out, 3 * x)
+    half = torch.nn.Module()
+    half.forward = lambda t: t / 2
+    out, _ = drop_path_residual(x, branch, half)
+    assert torch.allclose(out, 2 * x)
+
+
+def _swin() -> torch.nn.Module:
+    return SwinTransformer(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
+                           window_size=4, num_classes=5, drop_path_rate=0.5)
+
+
+def _vit() -> torch.nn.Module:
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2,
+                             num_classes=4, drop_path_rate=0.6)
+
+
+@pytest.mark.parametrize("module, build", [("swin", _swin), ("vit", _vit)])
+def test_training_step_with_stochastic_depth_equals_masking(monkeypatch, module, build):
+    """A whole training step: skipping the dropped samples gives the loss and
+    gradients of the masking formulation (official code)."""
+    torch.manual_seed(0)
+    model = build().train()
+    x = torch.randn(8, 3, 32, 32)
+
+    def step():
+        model.zero_grad()
+        torch.manual_seed(3)
+        loss = model(x).square().mean()
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
+
+    skipped = step()
+    real = L.drop_path_residual
+    monkeypatch.setattr(f"swinlab.models.{module}.drop_path_residual",
+                        lambda x, b, d, skip_dropped=True: real(x, b, d, False))
+    masked = step()
+    assert len(skipped) == len(masked)
+    for a, b in zip(skipped, masked):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
