@@ -24,10 +24,11 @@ def test_drop_path_residual_all_dropped_eval_and_identity():
 
     torch.manual_seed(0)
     out, extra = drop_path_residual(x, branch, dp)
-    assert calls == [] and extra is None and torch.equal(out, x)  # every sample dropped: no work
+    # every sample dropped: the branch still runs on the whole batch, times zero
+    assert calls == [4] and extra == "extra" and torch.equal(out, x)
     dp.eval()
     out, extra = drop_path_residual(x, branch, dp)
-    assert calls == [4] and extra == "extra" and torch.allclose(out, 3 * x)
+    assert calls == [4, 4] and extra == "extra" and torch.allclose(out, 3 * x)
     out, _ = drop_path_residual(x, branch, torch.nn.Identity())
     assert torch.allclose(out, 3 * x)
     dp.train()
@@ -49,6 +50,19 @@ def _swin() -> torch.nn.Module:
 def _vit() -> torch.nn.Module:
     return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2,
                              num_classes=4, drop_path_rate=0.6)
+
+
+def test_all_dropped_branch_parameters_get_zero_gradients():
+    """As with DropPath's mask: a block whose branch dropped every sample
+    still gives its parameters zero gradients (not None), so AdamW steps them
+    (momentum, weight decay) and DistributedDataParallel sees them used."""
+    lin = torch.nn.Linear(3, 3)
+    x = torch.randn(4, 3, requires_grad=True)
+    torch.manual_seed(0)
+    out, _ = drop_path_residual(x, lambda t: (lin(t), None), DropPath(0.999).train())
+    out.sum().backward()
+    assert lin.weight.grad is not None and torch.equal(lin.weight.grad, torch.zeros_like(lin.weight))
+    assert torch.equal(x.grad, torch.ones_like(x))
 
 
 @pytest.mark.parametrize("module, build", [("swin", _swin), ("vit", _vit)])

@@ -93,6 +93,8 @@ def drop_path_residual(
     the forward and backward work of the dropped samples is saved -- on
     average a fraction p of every branch (Swin-T, drop_path_rate 0.2: about
     10% of a training step). ``extra`` then covers the kept samples only.
+    When every sample is dropped the branch still runs (and is multiplied by
+    zero), so its parameters get zero gradients exactly as with DropPath.
     Sample skipping is one of the speed-ups of "Deep Networks with
     Stochastic Depth" (Huang et al. 2016, Sec. 3: dropped blocks need no
     computation); the official Swin and timm code multiply by the mask.
@@ -108,9 +110,11 @@ def drop_path_residual(
     scale = x.new_empty(B).bernoulli_(keep).div_(keep)  # DropPath's draws, shape (B,)
     if skip_dropped and _eager():
         kept = scale.nonzero().squeeze(1)
-        if kept.numel() == 0:
-            return x, None
-        if kept.numel() < B:
+        # All dropped: the full masked branch below, so that its parameters
+        # still get (zero) gradients -- skipping it would leave them None,
+        # which DistributedDataParallel rejects and AdamW treats as "no step"
+        # (no momentum, no weight decay), unlike the masking formulation.
+        if 0 < kept.numel() < B:
             y, extra = branch(x.index_select(0, kept))
             y = y * scale.index_select(0, kept).view(-1, *(1,) * (y.ndim - 1))
             return x.index_add(0, kept, y), extra
