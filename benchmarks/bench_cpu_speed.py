@@ -205,13 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_train:
         phases.append(("train", trn, [r for r in runners if r.name != "swinlab-compiled"]))
     for label, results, active in phases:
+        timed = Runner.infer if label == "inf" else Runner.train
         for _ in range(args.warmup):  # let allocators and caches settle before timing
             for r in active:
-                r.infer(1) if label == "inf" else r.train(1)
+                timed(r, 1)
         for rep in range(args.repeats):
             peak.append(gemm_gflops())
             for r in active:
-                results[r.name].append(args.batch / (r.infer(args.iters) if label == "inf" else r.train(args.iters)))
+                results[r.name].append(args.batch / timed(r, args.iters))
             print(f"  {label} repeat {rep + 1}/{args.repeats}: gemm {peak[-1]:.0f} GFLOP/s; "
                   + "; ".join(f"{r.name} {results[r.name][-1]:.2f} img/s" for r in active), flush=True)
 

@@ -92,7 +92,8 @@ def drop_path_residual(
     is that of DropPath (to the float rounding of the smaller matmuls), and
     the forward and backward work of the dropped samples is saved -- on
     average a fraction p of every branch (Swin-T, drop_path_rate 0.2: about
-    10% of a training step). ``extra`` then covers the kept samples only.
+    10% of the block work; a training step measured 1.08x faster with
+    ``benchmarks/bench_cpu_speed.py --masked-drop-path``). ``extra`` then covers the kept samples only.
     When every sample is dropped the branch still runs (and is multiplied by
     zero), so its parameters get zero gradients exactly as with DropPath.
     Sample skipping is one of the speed-ups of "Deep Networks with
