@@ -31,7 +31,17 @@ def test_drop_path_residual_all_dropped_eval_and_identity():
     assert calls == [4, 4] and extra == "extra" and torch.allclose(out, 3 * x)
     out, _ = drop_path_residual(x, branch, torch.nn.Identity())
     assert torch.allclose(out, 3 * x)
-    dp.train()
+    dp = DropPath(0.5).train()
+
+    def kept_after(seed: int) -> int:  # the draws drop_path_residual makes first
+        torch.manual_seed(seed)
+        return int(torch.empty(4).bernoulli_(0.5).sum())
+
+    seed = next(s for s in range(100) if 0 < kept_after(s) < 4)
+    torch.manual_seed(seed)
+    drop_path_residual(x, branch, dp)  # some samples dropped: the branch sees the kept ones
+    assert 0 < calls[-1] < 4
+    torch.manual_seed(seed)
     out, _ = drop_path_residual(x, branch, dp, skip_dropped=False)  # masks instead of skipping
     assert calls[-1] == 4
     out, _ = drop_path_residual(x, branch, torch.nn.Dropout(0.0))  # any other module: applied as is
