@@ -46,7 +46,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from swinlab.models import create_model
+from swinlab import create_model
 from swinlab.models.flops import count_macs
 
 

@@ -81,7 +81,8 @@ def check_transfer(model_name: str, weights: Path, num_classes: int, img_size: i
     Raises:
         ValueError: the weights do not fit (the loader's message lists the keys).
     """
-    from swinlab.models import create_model, get_model_spec
+    from swinlab import create_model
+    from swinlab.models import get_model_spec
     from swinlab.weights import load_pretrained
 
     kwargs = get_model_spec(model_name).kwargs

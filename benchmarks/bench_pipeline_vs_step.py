@@ -63,7 +63,8 @@ def aug_config(cfg: Any) -> Any:
 
 def build_model(cfg: Any, num_classes: int, img_size: int) -> torch.nn.Module:
     """The recipe's model (random init), sized as the engine sizes it."""
-    from swinlab.models import create_model, get_model_spec
+    from swinlab import create_model
+    from swinlab.models import get_model_spec
 
     kwargs = get_model_spec(cfg.model).kwargs
     overrides = dict(cfg.model_overrides)

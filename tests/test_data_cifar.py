@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from swinlab.data import build_dataset, download_file
+from swinlab.data import build_dataset
+from swinlab.io.download import download_file
 
 FINE = [f"fine{i}".encode() for i in range(100)]
 COARSE = [f"coarse{i}".encode() for i in range(20)]
@@ -201,7 +202,7 @@ def test_download_bad_md5_removes_file(served, tmp_path: Path) -> None:
     url, md5, _ = served
     dest = tmp_path / "bad" / "cifar-100-python.tar.gz"
     with pytest.raises(ValueError, match="MD5 mismatch") as err:
-        download_file(url, dest, "0" * 32)
+        download_file(url, dest, md5="0" * 32)
     assert url in str(err.value)
     assert not dest.exists() and list(dest.parent.iterdir()) == []
     with pytest.raises(ValueError, match="MD5 mismatch"):

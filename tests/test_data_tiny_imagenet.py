@@ -169,9 +169,6 @@ def test_missing_and_malformed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SWINLAB_DATA", str(tmp_path / "nodata"))
     monkeypatch.delenv("SWINLAB_SHARED", raising=False)
     monkeypatch.chdir(tmp_path)
-    import swinlab.data.paths as paths
-
-    monkeypatch.setattr(paths, "_repo_root", lambda: tmp_path / "repo")
     with pytest.raises(FileNotFoundError, match=r"looked for: .*tiny-imagenet-200.zip.*download=True"):
         build_dataset("tiny-imagenet")
     # $SWINLAB_DATA pointing at a folder holding the archive is found

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import SwinConfig, SwinForImageClassification
 
-from swinlab.models.registry import create_model
+from swinlab import create_model
 from swinlab.models.swin import SwinTransformer
 from swinlab.weights import (
     detect_layout,

@@ -24,10 +24,10 @@ from swinlab.inference import (
     load_model,
     open_image,
     predict,
-    save_attention_figure,
     save_features,
     windows_to_map,
 )
+from swinlab.plots import save_attention_figure
 from swinlab.inference.attention import swin_attention_maps, vit_attention_maps
 from swinlab.models.swin import window_partition
 

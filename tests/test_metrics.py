@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from swinlab.inference.reports import save_per_class_csv
+from swinlab.plots import plot_confusion_matrix
+from swinlab.training.evaluation import evaluate_model
 from swinlab.training.metrics import (
     MetricAccumulator,
-    evaluate_model,
-    plot_confusion_matrix,
-    save_per_class_csv,
     topk_accuracy,
 )
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swinlab.models import ModelSpec, create_model, get_model_spec, list_models, register_model
+from swinlab import create_model
+from swinlab.models import ModelSpec, get_model_spec, list_models, register_model
 from swinlab.models.flops import count_macs, count_params
 from swinlab.models.swin import SwinTransformer
 

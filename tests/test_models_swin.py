@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from swinlab.models import create_model
+from swinlab import create_model
 from swinlab.models import layers as swin_layers
 from swinlab.models.flops import count_macs, count_params
 from swinlab.models.swin import (

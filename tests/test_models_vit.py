@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swinlab.models import VisionTransformer, create_model
+from swinlab import create_model
+from swinlab.models import VisionTransformer
 from swinlab.models.flops import count_macs, count_params
 
 

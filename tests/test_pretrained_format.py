@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import swinlab
-from swinlab.models.registry import create_model
+from swinlab import create_model
 from swinlab.models.swin import SwinTransformer
 from swinlab.weights import pretrained as pretrained_mod
 from swinlab.weights.pretrained import default_preprocessing, from_pretrained, save_pretrained
@@ -83,7 +83,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save", boom)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(model, tmp_path / "new")
     with pytest.raises(OSError, match="disk full"):

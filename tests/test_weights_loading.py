@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from swinlab.models import registry
-from swinlab.models.registry import ModelSpec, create_model
+from swinlab import create_model
+from swinlab.models.registry import ModelSpec
 from swinlab.models.swin import SwinTransformer
 from swinlab.models.vit import VisionTransformer
 from swinlab.weights.adapt import adapt_state_dict, load_map22kto1k

@@ -123,7 +123,9 @@ def _fmt_nan(values: list[float]) -> list[float | None]:
 def _evaluate(args: argparse.Namespace) -> int:
     from ..data import build_dataset, build_loader
     from ..inference.loading import eval_transform_for, load_model
-    from ..training.metrics import evaluate_model, plot_confusion_matrix, save_per_class_csv
+    from ..inference.reports import save_per_class_csv
+    from ..plots import plot_confusion_matrix
+    from ..training.evaluation import evaluate_model
 
     device = resolve_device(args.device)
     model, info = load_model(args.source, device=device, ema=args.ema)

@@ -30,7 +30,7 @@ def count_params(name: str) -> int:
     """
     import torch
 
-    from ..models import create_model
+    from ..models import build_model as create_model
     from ..models.flops import count_params as count_model_params
 
     with torch.device("meta"):

@@ -46,7 +46,8 @@ def format_table(specs: list[str], preds: list[list[tuple[int, str, float]]]) ->
 
 
 def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_dir: Path) -> list[Path]:
-    from ..inference.attention import attention_maps, denormalize, save_attention_figure
+    from ..inference.attention import attention_maps, denormalize
+    from ..plots import save_attention_figure
     from ..inference.images import open_image, spec_display_name, split_spec
     from ..inference.loading import eval_transform_for
 

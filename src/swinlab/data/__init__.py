@@ -10,12 +10,10 @@ from .build import DATASETS, build_dataset
 from .cifar import CIFAR, CIFAR10, CIFAR100
 from .config import AugmentConfig
 from .decode import CorruptImageError, decode_image
-from .download import download_file, file_md5
 from .eval_transform import EvalTransform, Normalize
 from .folder import IMAGE_EXTENSIONS, ImageFolder
 from .loader import build_loader, collate_images, epoch_seed
 from .mixup import Mixup, cutmix_box, smooth_one_hot
-from .paths import cache_dir
 from .resize import ResizeUint8, center_crop, resize, resize_shorter
 from .tiny_imagenet import TinyImageNet
 
@@ -37,14 +35,11 @@ __all__ = [
     "TinyImageNet",
     "build_dataset",
     "build_loader",
-    "cache_dir",
     "center_crop",
     "collate_images",
     "cutmix_box",
     "decode_image",
-    "download_file",
     "epoch_seed",
-    "file_md5",
     "kornia_randaugment_magnitude",
     "resize",
     "resize_shorter",

@@ -9,11 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import CorruptImageError
+
 __all__ = ["CorruptImageError", "decode_image", "pil_to_tensor"]
-
-
-class CorruptImageError(ValueError):
-    """An image file could not be decoded; the message names the file (and archive)."""
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -1,9 +1,8 @@
 """Where data sets are looked for and downloaded to.
 
 Search order when no ``root`` is given: ``$SWINLAB_DATA`` (a file, or a folder holding the
-archive / extracted folder), ``$SWINLAB_SHARED/data``, ``../shared/data`` relative to the
-current directory and to the repository root, then the download cache
-``$SWINLAB_CACHE`` (default ``~/.cache/swinlab``).
+archive / extracted folder), ``$SWINLAB_SHARED/data``, then the download cache
+(:func:`swinlab.io.download.cache_dir`: ``$SWINLAB_CACHE``, default ``~/.cache/swinlab``).
 """
 
 from __future__ import annotations
@@ -12,20 +11,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .download import download_file
+from ..errors import InputNotFoundError
+from ..io.download import cache_dir, download_file
 
-__all__ = ["cache_dir", "candidate_dirs", "locate"]
-
-
-def cache_dir() -> Path:
-    """Download cache folder: ``$SWINLAB_CACHE`` or ``~/.cache/swinlab``."""
-    env = os.environ.get("SWINLAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "swinlab"
-
-
-def _repo_root() -> Path:
-    # src/swinlab/data/paths.py -> repository root (meaningful for an editable install)
-    return Path(__file__).resolve().parents[3]
+__all__ = ["candidate_dirs", "locate"]
 
 
 def candidate_dirs() -> list[Path]:
@@ -37,8 +26,6 @@ def candidate_dirs() -> list[Path]:
     shared = os.environ.get("SWINLAB_SHARED")
     if shared:
         dirs.append(Path(shared).expanduser() / "data")
-    dirs.append(Path.cwd() / ".." / "shared" / "data")
-    dirs.append(_repo_root() / ".." / "shared" / "data")
     dirs.append(cache_dir())
     out: list[Path] = []
     for d in dirs:
@@ -85,13 +72,13 @@ def locate(
                     return p / n
             if not download:
                 return p
-            return download_file(url, p / archive, md5, progress=True)
+            return download_file(url, p / archive, md5=md5, progress=True)
         if p.exists():
             return p
         if download:
             dest = p if p.name.endswith(Path(archive).suffix) else p / archive
-            return download_file(url, dest, md5, progress=True)
-        raise FileNotFoundError(f"{what} data not found at {p} (pass download=True to fetch {url})")
+            return download_file(url, dest, md5=md5, progress=True)
+        raise InputNotFoundError(f"{what} data not found at {p} (pass download=True to fetch {url})")
     env = os.environ.get("SWINLAB_DATA")
     if env:
         e = Path(env).expanduser()
@@ -104,8 +91,8 @@ def locate(
             if (d / n).exists():
                 return d / n
     if download:
-        return download_file(url, cache_dir() / archive, md5, progress=True)
-    raise FileNotFoundError(
+        return download_file(url, cache_dir() / archive, md5=md5, progress=True)
+    raise InputNotFoundError(
         f"{what} data not found; looked for: {', '.join(looked)}. Pass root=..., set $SWINLAB_DATA, "
         f"or use download=True to fetch {url} into {cache_dir()}"
     )

@@ -1,9 +1,9 @@
 """Inference: load a trained model (:func:`load_model`), read images
 (:func:`open_image`, :func:`expand_inputs`), predict (:func:`predict`),
 extract pooled features (:func:`extract_features`) and draw attention maps
-(:func:`attention_maps`, :func:`save_attention_figure`)."""
+(:func:`attention_maps`; the figure is :func:`swinlab.plots.save_attention_figure`)."""
 
-from .attention import attention_maps, denormalize, save_attention_figure, windows_to_map
+from .attention import attention_maps, denormalize, windows_to_map
 from .features import extract_features, load_features, save_features
 from .images import close_archives, expand_inputs, open_image
 from .loading import ModelInfo, eval_transform_for, load_model
@@ -22,7 +22,6 @@ __all__ = [
     "open_image",
     "predict",
     "predict_logits",
-    "save_attention_figure",
     "save_features",
     "windows_to_map",
 ]

@@ -27,10 +27,8 @@ from torch import nn
 
 from ..models.swin import SwinTransformer, window_reverse
 from ..models.vit import VisionTransformer
-from ..training.plots import save_figure
 
-__all__ = ["windows_to_map", "swin_attention_maps", "vit_attention_maps", "attention_maps", "denormalize",
-           "save_attention_figure"]
+__all__ = ["windows_to_map", "swin_attention_maps", "vit_attention_maps", "attention_maps", "denormalize"]
 
 
 def windows_to_map(received: torch.Tensor, H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
@@ -167,65 +165,3 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     m = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
     return ((x.detach().float().cpu() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def save_attention_figure(
-    path: str | Path,
-    image_uint8: torch.Tensor,
-    maps: Sequence[torch.Tensor],
-    ncols: int = 4,
-    titles: Sequence[str] | None = None,
-    alpha: float = 0.55,
-    cmap: str = "jet",
-    suptitle: str | None = None,
-) -> Path:
-    """Save a PNG: the image, then each map upsampled (bilinear) to the image
-    size, min-max scaled and overlaid on it.
-
-    Args:
-        path: output PNG. image_uint8: ``(3, H, W)`` uint8 (the model input,
-            e.g. :func:`denormalize` of it). maps: ``(h, w)`` each.
-        ncols: panels per row. titles: one per map (default ``block k``).
-        alpha, cmap: overlay opacity and colour map. suptitle: figure title.
-
-    Raises:
-        ValueError: a bad image, no maps, or a wrong number of titles.
-    """
-    if image_uint8.dtype != torch.uint8 or image_uint8.ndim != 3 or image_uint8.shape[0] != 3:
-        raise ValueError(f"image must be uint8 (3, H, W), got {image_uint8.dtype} {tuple(image_uint8.shape)}")
-    if not maps:
-        raise ValueError("no attention maps to draw")
-    if titles is not None and len(titles) != len(maps):
-        raise ValueError(f"{len(titles)} titles for {len(maps)} maps")
-    if ncols < 1:
-        raise ValueError(f"ncols must be >= 1, got {ncols}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    H, W = image_uint8.shape[-2:]
-    img = image_uint8.permute(1, 2, 0).cpu().numpy()
-    panels = len(maps) + 1
-    cols = min(ncols, panels)
-    rows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
-    try:
-        for ax in axes.flat:
-            ax.axis("off")
-        axes.flat[0].imshow(img)
-        axes.flat[0].set_title("input", fontsize=8)
-        for k, m in enumerate(maps):
-            m = m.detach().float().cpu()
-            up = F.interpolate(m[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
-            lo, hi = float(up.min()), float(up.max())
-            up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
-            ax = axes.flat[k + 1]
-            ax.imshow(img)
-            ax.imshow(up, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-            ax.set_title(titles[k] if titles is not None else f"block {k} ({m.shape[0]}x{m.shape[1]})", fontsize=8)
-        if suptitle:
-            fig.suptitle(suptitle, fontsize=9)
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)

@@ -19,23 +19,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import create_model, list_models
+from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD
+from ..data.config import AugmentConfig
+from ..data.eval_transform import EvalTransform
+from ..errors import CheckpointError, InputNotFoundError, UsageError
+from ..factory import create_model
+from ..io.rundir import RunDir
+from ..models.registry import build_model, get_model_spec, list_models
+from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 
 __all__ = [
     "ModelInfo",
     "load_model",
     "load_training_checkpoint",
-    "resolve_checkpoint",
     "eval_transform_for",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_CHECKPOINT_NAMES = ("best.pt", "last.pt")
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _STATE_PREFIXES = ("module.", "_orig_mod.")
+_PATH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
 @dataclass
@@ -60,8 +61,8 @@ class ModelInfo:
     img_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    crop_ratio: float = 0.875
-    interpolation: str = "bicubic"
+    crop_ratio: float = DEFAULT_CROP_RATIO
+    interpolation: str = DEFAULT_INTERPOLATION
     config: dict[str, Any] | None = None
     aug_config: dict[str, Any] | None = None
     classes: list[str] | None = None
@@ -98,15 +99,6 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def resolve_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """``best.pt`` of a run folder, else ``last.pt``, else None."""
-    for name in _CHECKPOINT_NAMES:
-        p = Path(run_dir) / name
-        if p.is_file():
-            return p
-    return None
-
-
 def load_training_checkpoint(
     path: str | os.PathLike[str], device: str | torch.device = "cpu", ema: bool = False
 ) -> tuple[nn.Module, ModelInfo]:
@@ -123,44 +115,31 @@ def load_training_checkpoint(
             (missing keys are named), or weights that do not fit the model.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torch raises many types for a bad file
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a swinlab training checkpoint (a dict), got {type(ckpt).__name__}")
-    missing = [k for k in ("model", "model_name") if k not in ckpt]
-    if missing:
-        raise ValueError(
-            f"{path} is not a swinlab training checkpoint: missing key(s) {missing} "
-            f"(found {sorted(map(str, ckpt))[:10]}); expected 'model', 'model_name', 'model_kwargs', ..."
-        )
+    ckpt = RunDir(path.parent).read_model(path)
     name = ckpt["model_name"]
     kwargs = dict(ckpt.get("model_kwargs") or {})
     try:
-        model = create_model(name, **kwargs)
+        model = build_model(name, **kwargs)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"checkpoint {path}: cannot build model {name!r} with model_kwargs {kwargs}: {e}") from None
+        raise CheckpointError(f"checkpoint {path}: cannot build model {name!r} with model_kwargs {kwargs}: {e}") from None
     state = ckpt["model"]
     if ema:
         ema_state = ckpt.get("ema")
         if not isinstance(ema_state, dict) or not isinstance(ema_state.get("model"), dict):
-            raise ValueError(f"checkpoint {path} has no EMA weights (the run did not use ema_decay)")
+            raise CheckpointError(f"checkpoint {path} has no EMA weights (the run did not use ema_decay)")
         state = ema_state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path}: 'model' must be a state dict, got {type(state).__name__}")
+        raise CheckpointError(f"checkpoint {path}: 'model' must be a state dict, got {type(state).__name__}")
     try:
         model.load_state_dict(_strip_prefixes(state), strict=True)
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {path}: weights do not fit model {name!r}: {e}") from None
+        raise CheckpointError(f"checkpoint {path}: weights do not fit model {name!r}: {e}") from None
 
     n = _num_outputs(model)
     class_names = ckpt.get("class_names") or ckpt.get("classes")
     class_names = [str(c) for c in class_names] if class_names else _default_class_names(n)
     if n and len(class_names) != n:
-        raise ValueError(f"checkpoint {path}: {len(class_names)} class names for a model with {n} outputs")
+        raise CheckpointError(f"checkpoint {path}: {len(class_names)} class names for a model with {n} outputs")
     classes = [str(c) for c in ckpt["classes"]] if ckpt.get("classes") else None
     aug = ckpt.get("aug_config")
     config = ckpt.get("config")
@@ -198,8 +177,6 @@ def _input_side(value: Any, fallback: int) -> int:
 
 
 def _load_pretrained_folder(folder: Path, device: str | torch.device) -> tuple[nn.Module, ModelInfo]:
-    from ..weights.pretrained import from_pretrained
-
     model = from_pretrained(folder)
     n = _num_outputs(model)
     names = getattr(model, "class_names", None)
@@ -255,19 +232,18 @@ def load_model(
     src = os.fspath(source)
     path = Path(src)
     if path.is_dir():
-        ckpt = resolve_checkpoint(path)
-        if ckpt is not None:
-            model, info = load_training_checkpoint(ckpt, device, ema)
+        if RunDir.is_run_dir(path):
+            model, info = load_training_checkpoint(RunDir(path).model_file(), device, ema)
             info.source, info.kind = str(path), "run"
             return model, info
-        if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
             return _load_pretrained_folder(path, device)
-        raise FileNotFoundError(
-            f"{path} is neither a run folder (best.pt / last.pt) nor a save_pretrained folder "
-            "(config.json + model.safetensors)"
+        raise InputNotFoundError(
+            f"{path} is neither a run folder ({RunDir.BEST} / {RunDir.LAST}) nor a save_pretrained folder "
+            f"({CONFIG_NAME} + {WEIGHTS_NAME})"
         )
     if path.is_file():
-        if path.name.endswith(".safetensors") and (path.parent / "config.json").is_file():
+        if path.name.endswith(".safetensors") and (path.parent / CONFIG_NAME).is_file():
             return _load_pretrained_folder(path.parent, device)
         return load_training_checkpoint(path, device, ema)
     if src in list_models():
@@ -282,12 +258,10 @@ def load_model(
         )
         model.to(device).eval()
         return model, info
-    if os.sep in src or "/" in src or src.endswith(_CHECKPOINT_SUFFIXES + (".safetensors",)):
-        raise FileNotFoundError(f"model source not found: {src} (no such file or folder)")
-    from ..models import get_model_spec
-
-    get_model_spec(src)  # raises ValueError naming close matches
-    raise ValueError(f"cannot load model source {src!r}")  # pragma: no cover
+    if os.sep in src or "/" in src or src.endswith(_PATH_SUFFIXES):
+        raise InputNotFoundError(f"model source not found: {src} (no such file or folder)")
+    get_model_spec(src)  # raises UnknownModelError naming close matches
+    raise UsageError(f"cannot load model source {src!r}")  # pragma: no cover
 
 
 def eval_transform_for(info: ModelInfo, **overrides: Any):
@@ -303,9 +277,6 @@ def eval_transform_for(info: ModelInfo, **overrides: Any):
     Raises:
         ValueError: invalid settings (from :class:`swinlab.data.AugmentConfig`).
     """
-    from ..data.config import AugmentConfig
-    from ..data.eval_transform import EvalTransform
-
     d = dict(info.aug_config or {})
     d.update(
         img_size=int(info.img_size),

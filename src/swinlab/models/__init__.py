@@ -1,16 +1,29 @@
-"""Models: Swin V1 / Swin-S3 (:mod:`.swin`), ViT (:mod:`.vit`) and the registry."""
+"""Models: pure PyTorch modules -- Swin V1 / Swin-S3 (:mod:`.swin`), ViT
+(:mod:`.vit`), shared layers (:mod:`.layers`) -- and the data-only registry
+(:mod:`.registry`, entries in :mod:`.zoo`). Building with pretrained weights
+is :func:`swinlab.create_model` (``swinlab.factory``)."""
 
-from .registry import ModelSpec, create_model, get_model_spec, list_models, register_model
+from . import zoo  # noqa: F401  (registers the configurations)
+from .registry import (
+    ModelSpec,
+    build_model,
+    default_preprocessing,
+    get_model_spec,
+    list_models,
+    register_model,
+    suggest_models,
+)
 from .swin import SwinTransformer
-from . import zoo  # noqa: F401  (registers the Swin configurations)
 from .vit import VisionTransformer
 
 __all__ = [
     "ModelSpec",
     "SwinTransformer",
     "VisionTransformer",
-    "create_model",
+    "build_model",
+    "default_preprocessing",
     "get_model_spec",
     "list_models",
     "register_model",
+    "suggest_models",
 ]

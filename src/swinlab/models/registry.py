@@ -1,9 +1,16 @@
-"""Model registry: named configurations and :func:`create_model`.
+"""Model registry: named configurations as data, and :func:`build_model`.
+
+A :class:`ModelSpec` says which class to build with which arguments, and
+what its released weights need: the release URL, the Hugging Face Hub id and
+the preprocessing the weights were trained with (mean, std, crop ratio,
+interpolation) -- the one place for these constants. Loading weights is not
+done here: :func:`swinlab.create_model` (``swinlab.factory``) builds with
+:func:`build_model` and loads with :mod:`swinlab.weights`.
 
 Names follow the official releases (``swin_tiny_patch4_window7_224``, the
 ``_in22k`` forms of the published collection, ``swin_s3_*_224``,
 ``vit_*_patch16_224``) plus the compact configurations of the reference
-documents (see ``MODEL_NOTES``).
+documents (:mod:`.zoo`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,36 @@ from typing import Any, Callable
 
 from torch import nn
 
-__all__ = ["ModelSpec", "register_model", "create_model", "list_models", "get_model_spec"]
+from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD
+from ..errors import UnknownModelError, UsageError
+
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "build_model",
+    "list_models",
+    "get_model_spec",
+    "suggest_models",
+    "check_overrides",
+    "default_preprocessing",
+]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named configuration: the class to build and its keyword arguments."""
+    """A named configuration: the class to build, its keyword arguments and
+    the pretrained configuration of its released weights.
+
+    Attributes:
+        name: registry name. builder: the model class (or any callable).
+        kwargs: constructor arguments. description: one line for listings.
+        pretrained_url: official release file (``pretrained="official"``).
+        hf_hub_id: Hugging Face Hub id (``pretrained="hf"``).
+        mean, std: RGB normalisation of [0, 1] pixels the weights expect.
+        crop_ratio: evaluation resize-then-centre-crop ratio; None: the
+            official rule (0.875 below 384 px, 1.0 from 384 px on).
+        interpolation: evaluation resize mode.
+    """
 
     name: str
     builder: Callable[..., nn.Module]
@@ -29,6 +60,10 @@ class ModelSpec:
     description: str = ""
     pretrained_url: str | None = None
     hf_hub_id: str | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_ratio: float | None = None
+    interpolation: str = DEFAULT_INTERPOLATION
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -51,18 +86,38 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
+def suggest_models(name: str, n: int = 3) -> list[str]:
+    """Registered names closest to a mistyped ``name``, best first.
+
+    A name scores by the better of its similarity to ``name`` as a whole and
+    of its first ``len(name)`` characters to ``name`` (so ``swin_tinyy``
+    ranks ``swin_tiny_patch4_window7_224`` above ``swin_s3_tiny_224``), ties
+    broken by whole-name similarity; scores below 0.6 are left out.
+    """
+    query = name.lower()
+
+    def score(candidate: str) -> tuple[float, float]:
+        whole = difflib.SequenceMatcher(None, query, candidate).ratio()
+        prefix = difflib.SequenceMatcher(None, query, candidate[: len(query)]).ratio()
+        return max(whole, prefix), whole
+
+    ranked = sorted(_REGISTRY, key=lambda c: (score(c), -len(c)), reverse=True)
+    return [c for c in ranked if score(c)[0] >= 0.6][:n]
+
+
 def get_model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name``.
 
     Raises:
-        ValueError: unknown name (the message lists close matches).
+        UnknownModelError: unknown name (a ``ValueError``; the message lists
+            the closest names).
     """
     try:
         return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see swinlab.list_models()"
-        raise ValueError(f"unknown model name {name!r}{hint}") from None
+    except (KeyError, TypeError):
+        close = suggest_models(str(name))
+        hint = f"; did you mean {', '.join(close)}?" if close else "; 'swinlab models' lists them"
+        raise UnknownModelError(f"unknown model name {name!r}{hint}") from None
 
 
 def _accepted_kwargs(builder: Callable[..., nn.Module]) -> set[str]:
@@ -73,52 +128,79 @@ def _accepted_kwargs(builder: Callable[..., nn.Module]) -> set[str]:
     }
 
 
-def create_model(
+def check_overrides(name: str, overrides: dict[str, Any]) -> None:
+    """Check that every key of ``overrides`` is a constructor argument of model ``name``.
+
+    Raises:
+        UnknownModelError: unknown name.
+        UsageError: an argument the model class does not take (with the list of those it takes).
+    """
+    accepted = _accepted_kwargs(get_model_spec(name).builder)
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, accepted, n=1) for k in unknown}
+        hints = "".join(f"; did you mean {c[0]!r} for {k!r}?" for k, c in close.items() if c)
+        raise UsageError(f"unknown override(s) {unknown} for model {name!r}; accepted: {sorted(accepted)}{hints}")
+
+
+def build_model(
     name: str,
     num_classes: int | None = None,
     img_size: int | tuple[int, int] | None = None,
     drop_path_rate: float | None = None,
-    pretrained: str | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model with fresh weights.
 
     Args:
         name: a name from :func:`list_models`.
         num_classes: classes of the head (0: no head, the model returns pooled
             features ``(B, C)``); default: the configuration's.
-        img_size: default input size; default: the configuration's.
+        img_size: default input size [pixels]; default: the configuration's.
         drop_path_rate: stochastic depth rate; default: the configuration's.
-        pretrained: weights to load (a file, folder, URL or Hub id), handled
-            by :func:`swinlab.weights.load_pretrained` when given.
         **overrides: any other constructor argument of the model class
-            (``window_size``, ``embed_dim``, ...).
+            (``window_size``, ``embed_dim``, ``init``, ...).
 
     Returns:
-        the model, in training mode; with ``pretrained``, its
-        ``pretrained_report`` attribute holds the load report (what was
-        loaded, re-initialised or adapted).
+        the model, in training mode, with ``model_name`` and ``model_kwargs``
+        (the full constructor arguments) recorded on it.
 
     Raises:
-        ValueError: unknown name or an override the model class does not take.
+        UnknownModelError: unknown name. UsageError: an override the class does not take.
+        ValueError: inconsistent arguments (from the model class).
     """
     spec = get_model_spec(name)
-    kwargs = dict(spec.kwargs)
     for key, value in (("num_classes", num_classes), ("img_size", img_size), ("drop_path_rate", drop_path_rate)):
         if value is not None:
             overrides[key] = value
-    accepted = _accepted_kwargs(spec.builder)
-    unknown = sorted(set(overrides) - accepted)
-    if unknown:
-        raise ValueError(
-            f"unknown override(s) {unknown} for model {name!r}; accepted: {sorted(accepted)}"
-        )
-    kwargs.update(overrides)
+    check_overrides(name, overrides)
+    kwargs = {**spec.kwargs, **overrides}
     model = spec.builder(**kwargs)
     model.model_name = name  # type: ignore[attr-defined]
     model.model_kwargs = kwargs  # type: ignore[attr-defined]
-    if pretrained:
-        from ..weights import load_pretrained  # local import: weights depends on models
-
-        model.pretrained_report = load_pretrained(model, pretrained)  # type: ignore[attr-defined]
     return model
+
+
+def default_preprocessing(model: nn.Module) -> dict[str, Any]:
+    """Evaluation preprocessing of ``model`` from its registry entry.
+
+    Keys: ``mean``, ``std`` (RGB, inputs in [0, 1]); ``input_size`` ``[H, W]``
+    in pixels: the ``img_size`` the model was built with; ``crop_ratio``:
+    the entry's, else 0.875 below 384 px and 1.0 from 384 px on (resize the
+    short side to ``size / crop_ratio``, centre crop ``size``);
+    ``interpolation`` (microsoft/Swin-Transformer ``data/build.py``,
+    ``build_transform``). A model outside the registry gets the ImageNet
+    defaults.
+    """
+    spec = _REGISTRY.get(getattr(model, "model_name", None) or "")
+    size = (getattr(model, "model_kwargs", None) or {}).get("img_size") or getattr(model, "img_size", 224)
+    hw = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
+    crop = spec.crop_ratio if spec is not None and spec.crop_ratio is not None else (
+        1.0 if min(hw) >= 384 else DEFAULT_CROP_RATIO)
+    return {
+        "mean": list(spec.mean if spec else IMAGENET_MEAN),
+        "std": list(spec.std if spec else IMAGENET_STD),
+        "input_size": hw,
+        "crop_ratio": crop,
+        "interpolation": spec.interpolation if spec else DEFAULT_INTERPOLATION,
+    }

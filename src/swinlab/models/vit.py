@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import DropPath, drop_path_residual, init_weights_trunc_normal, to_2tuple
-from .registry import ModelSpec, register_model
 
 __all__ = ["VisionTransformer", "Attention", "Block"]
 
@@ -283,18 +282,3 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             init_weights_trunc_normal(self.head)
-
-
-for _size, (_dim, _heads) in {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}.items():
-    register_model(ModelSpec(
-        f"vit_{_size}_patch16_224", VisionTransformer,
-        dict(img_size=224, patch_size=16, embed_dim=_dim, depth=12, num_heads=_heads, num_classes=1000),
-        f"ViT-{_size[0].upper()}/16 at 224 px (class token)"))
-
-register_model(ModelSpec(
-    "vit_keras_cifar100_patch6_72", VisionTransformer,
-    dict(img_size=32, resize_to=72, patch_size=6, embed_dim=64, depth=8, num_heads=4, attn_head_dim=64,
-         mlp_hidden_dims=(128, 64), class_token=False, global_pool="flatten", head_hidden_dims=(2048, 1024),
-         head_drop_rate=0.5, drop_rate=0.1, attn_drop_rate=0.1, num_classes=100),
-    "reference 004: compact Keras ViT for CIFAR-100 (inputs resized to 72)"))
-

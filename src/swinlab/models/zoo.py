@@ -1,10 +1,10 @@
 """The Swin model zoo: official Swin V1 sizes, Swin-S3 and the compact
-configurations of the reference documents.
+configurations of the reference documents, and the ViT sizes.
 
 Sources of the numbers: official ``configs/swin/*.yaml`` of
 microsoft/Swin-Transformer (sizes, drop_path_rate), AutoFormerV2 / Swin-S3
 (Chen et al. 2021; windows per stage), reference 000 (Keras CIFAR-100 Swin),
-reference 003 (Swin-T on Tiny ImageNet) and Lee et al. 2021 ("Vision
+reference 003 (Swin-T on Tiny ImageNet), reference 004 (Keras CIFAR-100 ViT) and Lee et al. 2021 ("Vision
 Transformer for Small-Size Datasets", Swin rows of Table 2).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .registry import ModelSpec, register_model
 from .swin import SwinTransformer
+from .vit import VisionTransformer
 
 _RELEASE = "https://github.com/SwinTransformer/storage/releases/download"
 _S3_RELEASE = "https://github.com/silent-chen/AutoFormerV2-model-zoo/releases/download/v1.0.0"
@@ -91,3 +92,19 @@ register_model(ModelSpec(
     dict(img_size=64, patch_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8),
          window_size=4, mlp_ratio=2.0, drop_path_rate=0.05, num_classes=200),
     "compact Swin for CPU training at 64x64 (the quick recipe)"))
+
+# ViT (Dosovitskiy et al. 2020) at the timm / official sizes.
+for _size, (_dim, _heads) in {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}.items():
+    register_model(ModelSpec(
+        f"vit_{_size}_patch16_224", VisionTransformer,
+        dict(img_size=224, patch_size=16, embed_dim=_dim, depth=12, num_heads=_heads, num_classes=1000),
+        f"ViT-{_size[0].upper()}/16 at 224 px (class token)"))
+
+# Reference 004: the Keras CIFAR-100 ViT.
+register_model(ModelSpec(
+    "vit_keras_cifar100_patch6_72", VisionTransformer,
+    dict(img_size=32, resize_to=72, patch_size=6, embed_dim=64, depth=8, num_heads=4, attn_head_dim=64,
+         mlp_hidden_dims=(128, 64), class_token=False, global_pool="flatten", head_hidden_dims=(2048, 1024),
+         head_drop_rate=0.5, drop_rate=0.1, attn_drop_rate=0.1, num_classes=100),
+    "reference 004: compact Keras ViT for CIFAR-100 (inputs resized to 72)"))
+

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..errors import CheckpointError
+from ..io.checkpoint import load_checkpoint as io_load_checkpoint
+from ..io.checkpoint import save_checkpoint
 
 __all__ = [
     "CheckpointError",
@@ -41,43 +44,10 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found, read or used."""
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj, path)`` atomically: temp file in the same directory,
-    flush + fsync, ``os.replace``, fsync of the directory.
-
-    On any error the temp file is removed and ``path`` is untouched.
-
-    Returns:
-        the final path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some file systems do not allow fsync on directories
-        pass
-    return path
+    """Save a checkpoint dict atomically with its content digest
+    (:func:`swinlab.io.checkpoint.save_checkpoint`)."""
+    return save_checkpoint(obj, path)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -130,20 +100,13 @@ def resolve_resume_path(source: str | os.PathLike[str]) -> Path:
     return p
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a clear error.
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and verify a training checkpoint (keys ``model`` and ``epoch`` required).
 
     Raises:
-        CheckpointError: unreadable file, or not a swinlab training checkpoint
-            (no ``model`` / ``epoch`` keys).
+        CheckpointError: unreadable, damaged, or not a training checkpoint.
     """
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {e}") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
-        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{str(path)!r} is not a swinlab training checkpoint (expected keys 'model', 'epoch'; got {keys})"
-        )
-    return ckpt
+        return io_load_checkpoint(path, require=("model", "epoch"), what="training checkpoint")
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None

@@ -31,15 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
-from ..models import create_model, get_model_spec
+from .. import data
+from ..factory import create_model
+from ..models import get_model_spec
+from ..plots import plot_curves
+from ..version import __version__
 from . import checkpoint as ckpt_io
 from .config import ConfigError, TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed, shard_indices
 from .ema import ModelEma
+from .evaluation import evaluate_model
 from .logging import MetricsLogger
 from .optim import build_optimizer, freeze_for_linear_probe, scaled_lr
 from .schedule import WarmupCosineSchedule
+from ..weights import save_pretrained
 
 __all__ = ["train", "soft_target_cross_entropy", "seed_everything", "resolve_amp_dtype", "EpochCallback"]
 
@@ -107,8 +112,6 @@ def resolve_amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------------- setup
 def _evaluate(model: nn.Module, loader: Any, eval_tf: Any, device: torch.device, amp_dtype: torch.dtype | None,
               max_batches: int | None, progress: bool, num_classes: int) -> dict[str, Any]:
-    from .metrics import evaluate_model
-
     res = evaluate_model(model, loader, eval_tf, device=device, amp_dtype=amp_dtype, max_batches=max_batches,
                          progress=progress, num_classes=num_classes)
     return {"loss": float(res["loss"]), "top1": float(res["top1"]), "top5": float(res.get("top5", math.nan)),
@@ -224,7 +227,6 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
                           f"continue it, --overwrite to start over, or choose another --out")
 
     # ---- data
-    from .. import data
     try:
         aug_cfg = data.AugmentConfig.from_dict(_aug_dict(cfg))
     except (TypeError, ValueError) as e:
@@ -486,8 +488,6 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
     if info.is_main and logger is not None:
         logger.close()
         if cfg.plots and history:
-            from .plots import plot_curves
-
             plot_curves(history, run_dir / "curves.png", title=f"{cfg.model} on {cfg.data}")
         if cfg.export:
             export_dir = _export(run_dir, model, class_names, aug_cfg, device)
@@ -515,8 +515,6 @@ def _train(cfg: TrainConfig, info: DistInfo, t_start: float, on_epoch_end: Epoch
 
 def _export(run_dir: Path, model: nn.Module, class_names: list[str], aug_cfg: Any, device: torch.device) -> Path:
     """Save the best checkpoint's weights with ``swinlab.weights.save_pretrained``."""
-    from ..weights import save_pretrained
-
     best = run_dir / ckpt_io.BEST
     source = best if best.is_file() else run_dir / ckpt_io.LAST
     state = ckpt_io.load_checkpoint(source)

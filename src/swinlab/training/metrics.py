@@ -1,6 +1,7 @@
-"""Classification metrics: top-k accuracy, a streaming accumulator
-(top-k, loss, per-class accuracy, confusion matrix), a full evaluation loop
-and the reports written by ``swinlab evaluate``.
+"""Classification metrics: top-k accuracy and a streaming accumulator
+(top-k, loss, per-class accuracy, confusion matrix). The evaluation loop is
+:mod:`.evaluation`; the reports of ``swinlab evaluate`` are
+:mod:`swinlab.inference.reports`.
 
 Conventions follow the ImageNet evaluation of the official Swin code
 (``main.py: validate``, top-1 / top-5 in percent, cross-entropy on the hard
@@ -10,27 +11,18 @@ target is among the k largest logits).
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .plots import save_figure
 
 __all__ = [
     "topk_accuracy",
     "topk_correct",
     "MetricAccumulator",
-    "evaluate_model",
-    "save_per_class_csv",
-    "plot_confusion_matrix",
 ]
 
 
@@ -193,163 +185,3 @@ class MetricAccumulator:
         out["per_class_count"] = self.per_class_total.tolist()
         out["confusion"] = self.confusion.clone()
         return out
-
-
-def evaluate_model(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    eval_transform: Callable[[torch.Tensor], torch.Tensor] | None,
-    device: str | torch.device = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    max_batches: int | None = None,
-    progress: bool = True,
-    num_classes: int | None = None,
-) -> dict[str, Any]:
-    """Evaluate a classifier on a loader.
-
-    The model is put in eval mode and run under ``torch.inference_mode``;
-    the loss is cross-entropy on the hard labels (official Swin
-    ``validate``).
-
-    Args:
-        model: maps ``(B, 3, S, S)`` float images to ``(B, C)`` logits.
-        loader: yields ``(images, targets)``: uint8 ``(B, 3, H, W)`` (or
-            float when ``eval_transform`` is None) and int64 ``(B,)``.
-        eval_transform: uint8 ``(B, 3, H, W)`` -> normalized float
-            ``(B, 3, S, S)`` (e.g. :class:`swinlab.data.EvalTransform`),
-            applied on ``device``; None: images go to the model as they are.
-        device: where to run. amp_dtype: autocast dtype (``torch.bfloat16``,
-            ``torch.float16``) or None for full precision.
-        max_batches: stop after this many batches (None: all).
-        progress: show a tqdm bar.
-        num_classes: C; default: the width of the first logits.
-
-    Returns:
-        :meth:`MetricAccumulator.compute`'s dict with ``top1``, ``top5``,
-        ``loss``, ``num_images``, ``per_class_acc``, ``per_class_count``,
-        ``confusion``.
-
-    Raises:
-        ValueError: an empty loader, logits of the wrong shape, targets out of
-            range, or ``max_batches < 1``.
-    """
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be >= 1, got {max_batches}")
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    acc: MetricAccumulator | None = MetricAccumulator(num_classes) if num_classes else None
-    total = None
-    try:
-        total = len(loader)  # type: ignore[arg-type]
-        if max_batches is not None:
-            total = min(total, max_batches)
-    except TypeError:
-        pass
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="evaluate", unit="batch", disable=not progress, leave=False)
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        )
-        with torch.inference_mode():
-            for i, (images, targets) in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                images = images.to(device, non_blocking=True)
-                targets = torch.as_tensor(targets).to(device=device, dtype=torch.long)
-                with autocast:
-                    x = eval_transform(images) if eval_transform is not None else images
-                    logits = model(x)
-                logits = logits.float()
-                if acc is None:
-                    if logits.ndim != 2:
-                        raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (B, C) logits")
-                    acc = MetricAccumulator(logits.shape[1])
-                acc.update(logits, targets)
-                bar.update(1)
-                if progress and acc.count:
-                    bar.set_postfix(top1=f"{100.0 * acc.topk_hits[1] / acc.count:.2f}")
-        bar.close()
-    finally:
-        model.train(was_training)
-    if acc is None or acc.count == 0:
-        raise ValueError("the loader yielded no samples; nothing to evaluate")
-    return acc.compute()
-
-
-def save_per_class_csv(
-    path: str | Path,
-    class_names: Sequence[str],
-    per_class_acc: Sequence[float],
-    counts: Sequence[int],
-) -> Path:
-    """Write ``index,class_name,accuracy,count`` rows (accuracy in percent,
-    empty for a class without samples).
-
-    Raises:
-        ValueError: the three sequences differ in length.
-    """
-    if not (len(class_names) == len(per_class_acc) == len(counts)):
-        raise ValueError(
-            f"class_names ({len(class_names)}), per_class_acc ({len(per_class_acc)}) and counts "
-            f"({len(counts)}) must have the same length"
-        )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "class_name", "accuracy", "count"])
-        for i, (name, a, n) in enumerate(zip(class_names, per_class_acc, counts)):
-            w.writerow([i, name, "" if a is None or math.isnan(a) else f"{a:.4f}", int(n)])
-    return path
-
-
-def plot_confusion_matrix(
-    path: str | Path,
-    confusion: torch.Tensor | np.ndarray,
-    class_names: Sequence[str] | None = None,
-    max_labeled_classes: int = 30,
-    title: str = "Confusion matrix (row-normalized)",
-) -> Path:
-    """Save a row-normalized confusion matrix as a PNG (matplotlib, Agg).
-
-    Args:
-        path: output file. confusion: ``(C, C)`` counts (row: true class).
-        class_names: C tick labels; ticks are left out when C exceeds
-            ``max_labeled_classes`` (or no names are given).
-
-    Raises:
-        ValueError: a non-square matrix or a wrong number of names.
-    """
-    m = confusion.detach().cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
-    if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"confusion must be a square (C, C) matrix, got shape {m.shape}")
-    C = m.shape[0]
-    if class_names is not None and len(class_names) != C:
-        raise ValueError(f"{len(class_names)} class names for a {C}x{C} confusion matrix")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = m.sum(axis=1, keepdims=True).astype(np.float64)
-    norm = np.divide(m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
-    size = min(4.0 + 0.25 * C, 16.0)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    try:
-        im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(title)
-        if class_names is not None and C <= max_labeled_classes:
-            ax.set_xticks(range(C), labels=list(class_names), rotation=90, fontsize=7)
-            ax.set_yticks(range(C), labels=list(class_names), fontsize=7)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)

@@ -11,11 +11,12 @@ from .layouts import (
     to_swinlab,
     unwrap_checkpoint,
 )
-from .loading import load_pretrained, read_checkpoint, resolve_source
+from .loading import LoadReport, load_pretrained, read_checkpoint, resolve_source
 from .pretrained import from_pretrained, save_pretrained
 
 __all__ = [
     "LAYOUTS",
+    "LoadReport",
     "adapt_state_dict",
     "detect_layout",
     "from_pretrained",

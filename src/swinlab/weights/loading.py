@@ -13,17 +13,9 @@ checkpoint that needs code to load is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import re
-import shutil
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputNotFoundError, InvalidInputError, UsageError
+from ..io.checkpoint import torch_load_safely, verify_digest
+from ..io.download import download_to_cache
+from ..io.rundir import RunDir
+from ..models.registry import get_model_spec
 from .adapt import adapt_state_dict
 from .layouts import detect_layout, to_swinlab, unwrap_checkpoint
 
 __all__ = [
     "LoadReport",
-    "default_cache_dir",
-    "download_url",
     "load_pretrained",
     "load_state_dict_checked",
     "read_checkpoint",
@@ -51,7 +46,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                    "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,64})\.")
 
 
 # ---------------------------------------------------------------- reading
@@ -66,28 +60,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except SafetensorError as err:
-        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
+        raise InvalidInputError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
 
 
 def _read_torch(path: Path) -> Any:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        msg = str(err)
-        if "Weights only load failed" in msg and "truncated" not in msg:
-            found = re.search(r"GLOBAL ([\w.]+)", msg)
-            what = f" (it references {found.group(1)})" if found else ""
-            raise ValueError(
-                f"{path.name}: swinlab refuses to unpickle code or objects other than tensors{what}. "
-                f"Re-save the checkpoint's state_dict in a trusted environment (torch.save(state_dict) or "
-                f"safetensors) to load it. File: {path}"
-            ) from None
-        raise ValueError(f"{path}: cannot read this torch checkpoint (truncated or corrupt?): {err}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot read this torch checkpoint (truncated or corrupt?): {detail}") from None
+    return verify_digest(torch_load_safely(path, "torch checkpoint"), path)
 
 
 def _read_sharded(index: Path) -> dict[str, Any]:
@@ -95,20 +72,16 @@ def _read_sharded(index: Path) -> dict[str, Any]:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         files = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{index}: not a shard index (expected JSON with a 'weight_map'): {err}") from None
+        raise InvalidInputError(f"{index}: not a shard index (expected JSON with a 'weight_map'): {err}") from None
     out: dict[str, torch.Tensor] = {}
     for name in files:
         out.update(unwrap_checkpoint(_read_file(index.parent / name)))
     return out
 
 
-# A `swinlab train` run folder: its best checkpoint, else the last, else its export.
-RUN_DIR_WEIGHT_FILES = ("best.pt", "last.pt", "export/model.safetensors")
-
-
 def _read_file(path: Path) -> Any:
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise InputNotFoundError(f"checkpoint file not found: {path}")
     name = path.name.lower()
     if name.endswith(".index.json"):
         return _read_sharded(path)
@@ -128,8 +101,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     ``torch.load(map_location="cpu", weights_only=True)``, ``.safetensors``
     with safetensors, sharded ``*.index.json``, folders holding
     ``model.safetensors`` or ``pytorch_model.bin`` (Hugging Face layout), and
-    ``swinlab train`` run folders (``best.pt``, else ``last.pt``, else
-    ``export/model.safetensors``).
+    ``swinlab train`` run folders (their model checkpoint,
+    :meth:`swinlab.io.rundir.RunDir.model_file`).
     Training wrappers (``{"model": ...}``, ``{"state_dict": ...}``) and the
     ``module.`` prefix are removed (``unwrap_checkpoint``); key names are
     otherwise unchanged.
@@ -145,118 +118,29 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        for name in HF_WEIGHT_FILES + RUN_DIR_WEIGHT_FILES:
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise FileNotFoundError(
-                f"{path} is a folder without model weights: expected one of "
-                f"{list(HF_WEIGHT_FILES + RUN_DIR_WEIGHT_FILES)}"
-            )
+        path = _weights_file_of_folder(path)
     try:
         return unwrap_checkpoint(_read_file(path))
     except ValueError as err:
         if str(path) in str(err) or path.name in str(err):
             raise
-        raise ValueError(f"{path}: {err}") from None
+        raise InvalidInputError(f"{path}: {err}") from None
+
+
+def _weights_file_of_folder(folder: Path) -> Path:
+    """The weights of a Hugging Face / ``save_pretrained`` folder, else of a run folder."""
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    if RunDir.is_run_dir(folder):
+        return RunDir(folder).model_file()
+    raise InputNotFoundError(
+        f"{folder} is a folder without model weights: expected one of {list(HF_WEIGHT_FILES)} "
+        f"or a run folder ({RunDir.BEST} / {RunDir.LAST})"
+    )
 
 
 # ---------------------------------------------------------------- resolving
-def default_cache_dir() -> Path:
-    """Download cache: ``$SWINLAB_CACHE``, else ``~/.cache/swinlab``."""
-    env = os.environ.get("SWINLAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "swinlab"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_hash(path: Path, expected: str, url: str) -> None:
-    digest = _sha256(path)
-    if not digest.startswith(expected.lower()):
-        raise ValueError(
-            f"sha256 of the download of {url} is {digest}, expected it to start with {expected.lower()}; "
-            f"the file is corrupt or was changed (not kept)"
-        )
-
-
-def download_url(
-    url: str,
-    cache_dir: str | os.PathLike[str] | None = None,
-    sha256: str | None = None,
-    check_hash_prefix: bool = False,
-    timeout: float = 60.0,
-) -> Path:
-    """Download ``url`` into the cache, or reuse the cached copy.
-
-    The file is stored as ``<cache_dir>/<first 16 hex of sha256(url)>-<name>``
-    and written atomically (temporary file in the same folder, then
-    ``os.replace``), so an interrupted download never leaves a partial file.
-
-    Args:
-        url: ``http(s)://`` address; a ``#sha256=<hex>`` fragment gives the
-            expected hash.
-        cache_dir: default :func:`default_cache_dir`.
-        sha256: expected sha256 of the content (full or a prefix, hex).
-        check_hash_prefix: check the torch.hub convention
-            ``name-<hexprefix>.ext`` (prefix of the sha256).
-        timeout: seconds per network operation.
-
-    Returns:
-        the path of the cached file.
-
-    Raises:
-        FileNotFoundError: the server answers 404/410.
-        ConnectionError: any other network or HTTP failure (names the URL).
-        ValueError: not an http(s) URL, or a hash mismatch.
-    """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    if parsed.fragment.startswith("sha256=") and sha256 is None:
-        sha256 = parsed.fragment[len("sha256="):]
-    url = urllib.parse.urlunsplit(parsed._replace(fragment=""))
-    name = Path(urllib.parse.unquote(parsed.path)).name or "download"
-    if sha256 is None and check_hash_prefix and (m := _HASH_PREFIX.search(name)):
-        sha256 = m.group(1)
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-    if target.is_file():
-        if sha256:
-            _check_hash(target, sha256, url)
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        try:
-            request = urllib.request.Request(url, headers={"User-Agent": "swinlab"})
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-                shutil.copyfileobj(response, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-        except urllib.error.HTTPError as err:
-            if err.code in (404, 410):
-                raise FileNotFoundError(f"{url}: not found on the server (HTTP {err.code})") from None
-            raise ConnectionError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConnectionError(f"could not download {url}: {reason}") from None
-        if sha256:
-            _check_hash(tmp, sha256, url)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
-
-
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
@@ -282,18 +166,18 @@ def _hub_snapshot(repo: str) -> Path:
             folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache,
                                             local_files_only=offline, allow_patterns=allow))
         except errors.LocalEntryNotFoundError as err:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"Hub model {repo_id!r} is not in the local Hugging Face cache "
                 f"({cache or constants.HF_HUB_CACHE}) and downloading is "
                 f"{'disabled (HF_HUB_OFFLINE=1)' if offline else 'not possible'}: {err}"
             ) from None
         except errors.RepositoryNotFoundError:
-            raise FileNotFoundError(f"Hub model {repo_id!r} does not exist (or is private)") from None
+            raise InputNotFoundError(f"Hub model {repo_id!r} does not exist (or is private)") from None
         except errors.RevisionNotFoundError:
-            raise FileNotFoundError(f"Hub model {repo_id!r} has no revision {revision!r}") from None
+            raise InputNotFoundError(f"Hub model {repo_id!r} has no revision {revision!r}") from None
         if any((folder / n).is_file() for n in HF_WEIGHT_FILES):
             return folder
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f"Hub model {repo_id!r} ({folder}) has no PyTorch weights: expected one of {list(HF_WEIGHT_FILES)}"
     )
 
@@ -311,7 +195,8 @@ def resolve_source(
 
             * a local file or folder (``~`` expanded);
             * an ``http://`` / ``https://`` URL: downloaded with
-              :func:`download_url` into ``cache_dir`` and reused afterwards;
+              :func:`swinlab.io.download.download_to_cache` into ``cache_dir``
+              and reused afterwards;
             * a Hugging Face Hub id ``org/name`` (optionally ``@revision``,
               or prefixed ``hf-hub:``): ``huggingface_hub.snapshot_download``
               of the config and weights only; honours ``HF_HUB_OFFLINE``,
@@ -337,27 +222,25 @@ def resolve_source(
     if isinstance(source, os.PathLike):
         path = Path(source).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"weights not found: {path}")
+            raise InputNotFoundError(f"weights not found: {path}")
         return path
     if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"weights source must be a path, URL or Hub id, got {source!r}")
+        raise UsageError(f"weights source must be a path, URL or Hub id, got {source!r}")
     source = source.strip()
     if source in ("official", "hf"):
         if not model_name:
-            raise ValueError(
+            raise UsageError(
                 f"pretrained={source!r} needs a registry model name (build the model with create_model, "
                 f"or pass model_name=)"
             )
-        from ..models.registry import get_model_spec
-
         spec = get_model_spec(model_name)
         resolved = spec.pretrained_url if source == "official" else spec.hf_hub_id
         if not resolved:
             what = "official release URL" if source == "official" else "Hugging Face Hub id"
-            raise ValueError(f"model {model_name!r} has no {what}; pass a file, URL or Hub id instead")
+            raise UsageError(f"model {model_name!r} has no {what}; pass a file, URL or Hub id instead")
         return resolve_source(resolved, model_name, cache_dir, sha256)
     if re.match(r"^https?://", source, re.IGNORECASE):
-        return download_url(source, cache_dir, sha256=sha256)
+        return download_to_cache(source, cache_dir, sha256=sha256)
     path = Path(source).expanduser()
     if path.exists():
         return path
@@ -367,7 +250,7 @@ def resolve_source(
     if (_HUB_ID.match(hub) and not source.startswith((".", "/", "~"))
             and path.suffix.lower() not in TORCH_SUFFIXES + (SAFETENSORS_SUFFIX,)):
         return _hub_snapshot(hub)
-    raise FileNotFoundError(
+    raise InputNotFoundError(
         f"weights not found: {source!r} is not an existing file or folder, an http(s) URL, a Hub id "
         f"('org/name') or 'official'/'hf'"
     )
@@ -463,7 +346,7 @@ def load_state_dict_checked(
         hint = ""
         if len(good) < len(target) // 2:
             hint = " (the checkpoint looks like a different architecture or size)"
-        raise ValueError(
+        raise InvalidInputError(
             f"weights from {report.path or report.source} do not fit model {name}{hint}:\n"
             + "\n".join(_problem_lines(report))
             + "\n(use strict=False to load the matching tensors only)"
@@ -518,7 +401,7 @@ def load_pretrained(
         report.layout = detect_layout(raw)
         state_dict = to_swinlab(raw, report.layout)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise InvalidInputError(f"{where}: {err}") from None
     state_dict, adapt = adapt_state_dict(state_dict, model)
     report.adapted = adapt.adapted
     report.reinitialized = adapt.reinitialized

@@ -1,7 +1,7 @@
 """swinlab's own model folder: ``config.json`` + ``model.safetensors``.
 
 :func:`save_pretrained` writes what is needed to rebuild a model built by
-:func:`~swinlab.models.registry.create_model` (its registry name and
+:func:`swinlab.create_model` (its registry name and
 constructor arguments), its weights, its class names and its preprocessing;
 :func:`from_pretrained` reads it back. The folder follows the Hugging Face
 convention of a ``config.json`` next to ``model.safetensors``.
@@ -26,40 +26,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch import nn
 
+from ..constants import INTERPOLATIONS
+from ..errors import InputNotFoundError, InvalidInputError
+from ..io.files import atomic_write, atomic_write_text, fsync_dir
+from ..models.registry import build_model, default_preprocessing
+from ..version import __version__
 from .loading import LoadReport, load_state_dict_checked, read_checkpoint, resolve_source
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "default_preprocessing", "from_pretrained", "save_pretrained"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "check_preprocessing", "from_pretrained", "save_pretrained"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_KEYS = ("mean", "std", "input_size", "crop_ratio", "interpolation")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
-
-
-def default_preprocessing(model: nn.Module) -> dict[str, Any]:
-    """Evaluation preprocessing of the official Swin code for ``model``.
-
-    ImageNet mean/std (RGB, inputs in [0, 1]); ``input_size`` ``[H, W]`` in
-    pixels: the ``img_size`` the model was built with (``model.model_kwargs``,
-    else ``model.img_size``); ``crop_ratio`` 0.875 (resize the short
-    side to ``size / 0.875``, centre crop ``size``) below 384 px and 1.0
-    (plain resize) from 384 px on; bicubic interpolation
-    (microsoft/Swin-Transformer ``data/build.py``, ``build_transform``).
-    """
-    size = (getattr(model, "model_kwargs", None) or {}).get("img_size") or getattr(model, "img_size", 224)
-    hw = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
-    return {
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "input_size": hw,
-        "crop_ratio": 1.0 if min(hw) >= 384 else 0.875,
-        "interpolation": "bicubic",
-    }
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -67,66 +49,55 @@ def _jsonable(value: Any, where: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{where} = {value!r} cannot be stored in config.json")
+            raise InvalidInputError(f"{where} = {value!r} cannot be stored in config.json")
         return value
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise ValueError(
+    raise InvalidInputError(
         f"{where} is a {type(value).__name__} ({value!r}); config.json can hold only numbers, strings, "
         f"booleans, None, lists and dicts"
     )
 
 
-def _check_preprocessing(pre: Mapping[str, Any], where: str) -> dict[str, Any]:
+def check_preprocessing(pre: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validate and normalise a preprocessing dict (keys of ``PREPROCESSING_KEYS``).
+
+    Returns:
+        a copy with floats for ``mean``/``std``/``crop_ratio`` and ``[H, W]``
+        ints for ``input_size``.
+
+    Raises:
+        InvalidInputError: an unknown key or a bad value (naming ``where``).
+    """
     unknown = sorted(set(pre) - set(PREPROCESSING_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown preprocessing key(s) {unknown}; expected {list(PREPROCESSING_KEYS)}")
+        raise InvalidInputError(f"{where}: unknown preprocessing key(s) {unknown}; expected {list(PREPROCESSING_KEYS)}")
     out = dict(pre)
     for key in ("mean", "std"):
         v = out[key]
         if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, (int, float)) for x in v):
-            raise ValueError(f"{where}: preprocessing {key!r} must be a list of numbers (per channel), got {v!r}")
+            raise InvalidInputError(f"{where}: preprocessing {key!r} must be a list of numbers (per channel), got {v!r}")
         if key == "std" and any(x <= 0 for x in v):
-            raise ValueError(f"{where}: preprocessing 'std' must be positive, got {v!r}")
+            raise InvalidInputError(f"{where}: preprocessing 'std' must be positive, got {v!r}")
         out[key] = [float(x) for x in v]
     size = out["input_size"]
     if isinstance(size, int):
         size = [size, size]
     if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(x, int) and x > 0 for x in size):
-        raise ValueError(f"{where}: preprocessing 'input_size' must be [H, W] in pixels, got {out['input_size']!r}")
+        raise InvalidInputError(f"{where}: preprocessing 'input_size' must be [H, W] in pixels, got {out['input_size']!r}")
     out["input_size"] = [int(x) for x in size]
     ratio = out["crop_ratio"]
     if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"{where}: preprocessing 'crop_ratio' must be in (0, 1], got {ratio!r}")
+        raise InvalidInputError(f"{where}: preprocessing 'crop_ratio' must be in (0, 1], got {ratio!r}")
     out["crop_ratio"] = float(ratio)
     if out["interpolation"] not in INTERPOLATIONS:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: preprocessing 'interpolation' must be one of {list(INTERPOLATIONS)}, "
             f"got {out['interpolation']!r}"
         )
     return out
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write ``path`` through a temporary file in its folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_pretrained(
@@ -138,7 +109,7 @@ def save_pretrained(
     """Save ``model`` as a folder with ``config.json`` and ``model.safetensors``.
 
     Args:
-        model: a model built by :func:`~swinlab.models.registry.create_model`
+        model: a model built by :func:`swinlab.create_model`
             (it carries ``model_name`` and ``model_kwargs``).
         directory: the folder to write. A new folder is written complete in a
             temporary sibling and renamed into place; in an existing folder
@@ -160,12 +131,10 @@ def save_pretrained(
             preprocessing, arguments that cannot be stored as JSON, or a
             ``directory`` that exists and is not a folder.
     """
-    from safetensors.torch import save_file
-
     name = getattr(model, "model_name", None)
     kwargs = getattr(model, "model_kwargs", None)
     if not isinstance(name, str) or not isinstance(kwargs, Mapping):
-        raise ValueError(
+        raise InvalidInputError(
             f"save_pretrained needs a model built by swinlab.create_model (it records model_name and "
             f"model_kwargs); got a {type(model).__name__} without them"
         )
@@ -178,14 +147,14 @@ def save_pretrained(
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if isinstance(num_classes, int) and num_classes > 0 and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes")
+            raise InvalidInputError(f"{len(class_names)} class names given for a model with {num_classes} classes")
     pre = dict(getattr(model, "preprocessing", None) or default_preprocessing(model))
     if preprocessing is not None:
         pre.update(preprocessing)
-    pre = _check_preprocessing(pre, "save_pretrained")
+    pre = check_preprocessing(pre, "save_pretrained")
     config = {
         "format": "swinlab",
-        "swinlab_version": _version(),
+        "swinlab_version": __version__,
         "model_name": name,
         "model_kwargs": _jsonable(kwargs, "model_kwargs"),
         "class_names": class_names,
@@ -197,20 +166,19 @@ def save_pretrained(
 
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a folder; cannot save a model there")
+        raise InvalidInputError(f"{directory} exists and is not a folder; cannot save a model there")
+    weights = safetensors.torch.save(tensors, metadata=metadata)
     if directory.is_dir():
-        _write_atomic(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata=metadata))
-        _write_atomic(directory / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+        atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
+        atomic_write_text(directory / CONFIG_NAME, text)
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=metadata)
-        (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
-        for f in (WEIGHTS_NAME, CONFIG_NAME):
-            with open(tmp / f, "rb") as fh:
-                os.fsync(fh.fileno())
+        atomic_write(tmp / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
+        atomic_write_text(tmp / CONFIG_NAME, text)
         os.rename(tmp, directory)
+        fsync_dir(directory.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -221,25 +189,25 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise InvalidInputError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+        raise InvalidInputError(f"{path}: expected a JSON object, got {type(config).__name__}")
     if "model_name" not in config:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} has no 'model_name': not a swinlab model folder (a Hugging Face or other folder? load "
             f"its weights with create_model(name, pretrained=folder) instead)"
         )
     if not isinstance(config["model_name"], str):
-        raise ValueError(f"{path}: 'model_name' must be a string, got {config['model_name']!r}")
+        raise InvalidInputError(f"{path}: 'model_name' must be a string, got {config['model_name']!r}")
     if not isinstance(config.get("model_kwargs", {}), dict):
-        raise ValueError(f"{path}: 'model_kwargs' must be an object, got {config['model_kwargs']!r}")
+        raise InvalidInputError(f"{path}: 'model_kwargs' must be an object, got {config['model_kwargs']!r}")
     return config
 
 
 def from_pretrained(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained`.
 
-    Builds ``create_model(model_name, **model_kwargs)``, loads
+    Builds ``build_model(model_name, **model_kwargs)``, loads
     ``model.safetensors`` (strict: every key and shape must match), moves it
     to ``device`` and sets ``model.class_names`` (list or None) and
     ``model.preprocessing`` (dict, see :func:`save_pretrained`). A source
@@ -257,38 +225,36 @@ def from_pretrained(directory: str | os.PathLike[str], device: str | torch.devic
             ``model_name``), invalid JSON, an unknown model name or
             arguments, or weights that do not fit (lists the keys).
     """
-    from ..models.registry import create_model
-
     folder = Path(directory).expanduser()
     if not folder.exists():
         folder = resolve_source(str(directory))
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{folder} is not a folder; from_pretrained expects a folder with {CONFIG_NAME} and {WEIGHTS_NAME} "
             f"(for a bare weights file use create_model(name, pretrained=file))"
         )
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} is missing; not a model folder written by save_pretrained")
+        raise InputNotFoundError(f"{config_path} is missing; not a model folder written by save_pretrained")
     config = _read_config(config_path)
     if not weights_path.is_file():
-        raise FileNotFoundError(f"{weights_path} is missing (the folder has {CONFIG_NAME} but no weights)")
+        raise InputNotFoundError(f"{weights_path} is missing (the folder has {CONFIG_NAME} but no weights)")
     kwargs = dict(config.get("model_kwargs") or {})
     try:
-        model = create_model(config["model_name"], **kwargs)
+        model = build_model(config["model_name"], **kwargs)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{config_path}: cannot build model {config['model_name']!r}: {err}") from None
+        raise InvalidInputError(f"{config_path}: cannot build model {config['model_name']!r}: {err}") from None
     state_dict = read_checkpoint(weights_path)
     report = LoadReport(source=str(folder), path=str(weights_path), layout="swinlab")
     load_state_dict_checked(model, state_dict, strict=True, report=report)
     pre = config.get("preprocessing") or {}
     if not isinstance(pre, dict):
-        raise ValueError(f"{config_path}: 'preprocessing' must be an object, got {pre!r}")
+        raise InvalidInputError(f"{config_path}: 'preprocessing' must be an object, got {pre!r}")
     names = config.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(c, str) for c in names)):
-        raise ValueError(f"{config_path}: 'class_names' must be a list of strings or null")
+        raise InvalidInputError(f"{config_path}: 'class_names' must be a list of strings or null")
     model.class_names = names  # type: ignore[attr-defined]
-    model.preprocessing = _check_preprocessing(  # type: ignore[attr-defined]
+    model.preprocessing = check_preprocessing(  # type: ignore[attr-defined]
         {**default_preprocessing(model), **pre}, str(config_path)
     )
     return model.to(device).eval()
