@@ -98,3 +98,60 @@ def test_training_step_with_stochastic_depth_equals_masking(monkeypatch, module,
     assert len(skipped) == len(masked)
     for a, b in zip(skipped, masked):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ dropout with cheap masks
+@pytest.mark.parametrize("p", [0.03, 0.1, 0.5])
+def test_cheap_dropout_masks_are_bernoulli_with_the_right_rate(p):
+    """The 16-bit masks (four per 64-bit draw) are independent Bernoulli
+    draws whose drop rate is p quantised to 2**-16, and the scale makes the
+    expectation exact (Srivastava et al. 2014)."""
+    torch.manual_seed(0)
+    n = 1 << 22
+    keep, realised = L.dropout_keep_mask((n,), p, torch.device("cpu"))
+    assert keep.dtype == torch.bool and keep.shape == (n,)
+    assert abs(realised - p) <= 2**-17
+    kept = keep.double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs((1 - kept) - realised) < 5 * sigma
+    # neighbours (same 64-bit draw, and across draws) are uncorrelated
+    k = keep.double() - kept
+    for lag in (1, 2, 3, 4, 5):
+        corr = (k[:-lag] * k[lag:]).mean().item() / (kept * (1 - kept))
+        assert abs(corr) < 5 / n**0.5, lag
+    # the dropout output has the input's expectation
+    drop = L.Dropout(p).train()
+    out = drop(torch.ones(n))
+    values = out.unique()
+    assert values[0] == 0.0 and values.numel() == 2
+    assert values[1].item() == pytest.approx(1 / (1 - realised), rel=1e-7)
+    assert abs(out.double().mean().item() - 1.0) < 5 * (p / (1 - p) / n) ** 0.5
+
+
+def test_cheap_dropout_matches_the_bernoulli_rate_and_is_seeded():
+    torch.manual_seed(1)
+    cheap, _ = L.dropout_keep_mask((1 << 20,), 0.25, torch.device("cpu"))
+    torch.manual_seed(1)
+    again, _ = L.dropout_keep_mask((1 << 20,), 0.25, torch.device("cpu"))
+    assert torch.equal(cheap, again)  # reproducible from the global seed
+    reference = torch.empty(1 << 20).bernoulli_(0.75).bool()
+    # two-proportion z-test: same keep rate as torch's Bernoulli sampler
+    a, b, n = cheap.double().mean().item(), reference.double().mean().item(), 1 << 20
+    pooled = (a + b) / 2
+    assert abs(a - b) < 5 * (2 * pooled * (1 - pooled) / n) ** 0.5
+
+
+def test_dropout_eval_identity_and_gradient():
+    drop = L.Dropout(0.3)
+    x = torch.randn(64, 32, requires_grad=True)
+    assert drop.eval()(x) is x and L.Dropout(0.0).train()(x) is x
+    drop.train()
+    torch.manual_seed(2)
+    out = drop(x)
+    out.sum().backward()
+    kept = out != 0
+    scale = 1 / (1 - round(0.3 * 65536) / 65536)
+    assert torch.allclose(out[kept], x[kept] * scale)
+    assert torch.allclose(x.grad, kept.float() * scale)
+    with pytest.raises(ValueError, match="dropout probability"):
+        L.Dropout(1.0)

@@ -8,35 +8,34 @@ checkpoints load without renaming: ``patch_embed.{proj,norm}``,
 relative_position_bias_table},norm2,mlp.{fc1,fc2}}``, ``layers.i.downsample.
 {norm,reduction}`` (patch merging at the END of stage i), ``norm``, ``head``.
 
+A block (:class:`SwinTransformerBlock`) reads as the paper's Eq. 3: ``x +
+DropPath(W-MSA(LN(x)))`` then ``x + DropPath(MLP(LN(x)))``; its attention
+branch is LayerNorm -> pad -> cyclic shift + window partition -> window
+attention with relative position bias and shift mask -> window merge +
+reverse shift -> crop. The window geometry lives in :mod:`.windows`.
+
 Differences from the official classification code, all of them without effect
 at the sizes the official code accepts:
 
 * any input size at run time. H and W are zero-padded to a multiple of the
-  patch size, each block pads its (normalised) map to a multiple of its window
-  and patch merging pads to an even size -- the padding scheme of the official
-  detection backbone, which timm and Hugging Face transformers share. The
-  shift mask is built for the padded size and cached.
+  patch size, each block pads its (normalised) map to a multiple of its
+  window *before* the cyclic shift, and patch merging pads to an even size
+  -- the padding of the official detection backbone and of Hugging Face
+  transformers (timm shifts first, then pads: its outputs differ at sizes
+  that are not multiples of the window).
 * the window rule of the official code (``min(resolution) <= window``: the
-  window shrinks to the resolution and the shift is switched off) is applied at
-  construction for ``img_size`` *and* again at run time for the actual size. A
-  run-time window smaller than the one built uses the matching sub-block of the
-  ``relative_position_bias_table`` (the relative offsets of a smaller window
-  are a subset of those of a larger one), so nothing is resized and
-  ``forward`` never changes the module.
-* attention goes through ``torch.nn.functional.scaled_dot_product_attention``
-  (4-D, PyTorch's fused flash kernel on the CPU) with the relative position
-  bias and the shift mask added into one mask; the explicit path
-  (``forward_attention``, and training, where the bias table needs the mask
-  gradient) computes ``softmax(q k^T / sqrt(d) + mask) v`` with matmuls.
-* the shift mask holds ``MASK_FILL`` (-1e4) instead of the official -100:
-  same outputs to float32 resolution, but no denormal softmax weights, which
-  made the training step several times slower in the attention backward.
+  window shrinks to the resolution and the shift is switched off) is applied
+  at construction for ``img_size`` *and* again at run time for the actual
+  size; a smaller run-time window uses the matching sub-block of the
+  ``relative_position_bias_table``, so ``forward`` never changes the module.
+* attention runs through ``torch.nn.functional.scaled_dot_product_attention``
+  when no gradient must reach the mask (:func:`window_attention`), and the
+  shift mask holds :data:`~.windows.MASK_FILL` (-1e4) instead of -100
+  (denormal-free softmax weights).
 
-Speed notes (eager CPU; see ``benchmarks/bench_cpu_speed.py`` and
-``benchmarks/RESULTS_models.md``): the cyclic shift + window partition (and
-their inverses) are one token gather each (:func:`window_order`); residual
-adds are done in place in the fresh branch output; masks are cached for
-inference; the MLP runs in cache-sized blocks (:class:`.layers.Mlp`).
+Options for reference 000 (the Keras example): ``init="keras"``,
+``branch_drop_rate`` (its element-wise dropout on each residual branch),
+``mlp_repeat=2`` (it applies its block MLP twice) and ``pos_drop_rate``.
 
 Tensor layout: images are NCHW ``(B, 3, H, W)``; inside the network tokens are
 kept as ``(B, H, W, C)`` (channels last, as timm does); every public output
@@ -47,225 +46,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, Mlp, _eager, drop_path_residual, init_weights_trunc_normal, to_2tuple
+from .layers import Dropout, DropPath, Mlp, drop_path_residual, init_weights, to_2tuple
+from .windows import (
+    MASK_FILL,
+    expand_window_mask,
+    merge_and_unshift,
+    relative_position_index,
+    shift_and_partition,
+    shift_attention_mask,
+    window_order,
+    window_partition,
+    window_reverse,
+)
 
 __all__ = [
+    "USE_SDPA",
     "SwinTransformer",
     "SwinTransformerBlock",
     "WindowAttention",
     "PatchEmbed",
     "PatchMerging",
     "BasicLayer",
-    "window_partition",
-    "window_reverse",
+    "window_attention",
+    # window geometry, re-exported from .windows
+    "MASK_FILL",
+    "expand_window_mask",
     "relative_position_index",
     "shift_attention_mask",
     "window_order",
-    "expand_window_mask",
-    "MASK_FILL",
+    "window_partition",
+    "window_reverse",
 ]
 
-
-_EXPANDED_MASK_CACHE_BYTES = 64 * 2**20  # per block; larger batch masks are expanded per call
-
-
-# Python-side caches (and the custom autograd gathers) are skipped while
-# tracing, scripting or compiling.
-_caching_allowed = _eager
-
-
-def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """Split a map into non-overlapping square windows.
-
-    Args:
-        x: ``(B, H, W, C)`` with H and W multiples of ``window_size``.
-        window_size: window side M in tokens.
-
-    Returns:
-        ``(B * num_windows, M * M, C)``, windows in row-major order per image
-        (the official ``window_partition`` order).
-    """
-    B, H, W, C = x.shape
-    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
-
-
-def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`.
-
-    Args:
-        windows: ``(B * num_windows, M * M, C)``.
-        window_size: window side M.
-        H, W: padded map size (multiples of M).
-
-    Returns:
-        ``(B, H, W, C)``.
-    """
-    C = windows.shape[-1]
-    x = windows.view(-1, H // window_size, W // window_size, window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
-
-
-@lru_cache(maxsize=64)
-@torch.inference_mode(False)  # cached: must stay usable by autograd
-def _window_order_cpu(H: int, W: int, window_size: int, shift_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    grid = torch.arange(H * W, device="cpu").view(1, H, W, 1)
-    if shift_size:
-        grid = torch.roll(grid, shifts=(-shift_size, -shift_size), dims=(1, 2))
-    order = window_partition(grid, window_size).reshape(-1)
-    return order, torch.argsort(order)
-
-
-def window_order(
-    H: int, W: int, window_size: int, shift_size: int = 0, device=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token permutation that does the cyclic shift and the window partition
-    in one gather (and its inverse), the same arrangement as
-    ``window_partition(torch.roll(x, (-shift, -shift), (1, 2)), M)``.
-
-    For a map flattened to ``(B, H*W, C)``, ``x.index_select(1, order)``
-    viewed as ``(B*nW, M*M, C)`` equals the official roll + partition, and
-    ``y.index_select(1, inverse)`` undoes it (window reverse + roll back).
-
-    Args:
-        H, W: padded map size (multiples of ``window_size``).
-        window_size: M. shift_size: cyclic shift s (0: none).
-
-    Returns:
-        ``(order, inverse)``, each ``(H*W,)`` int64 (cached on the CPU; do
-        not modify).
-    """
-    build = _window_order_cpu if _caching_allowed() else _window_order_cpu.__wrapped__
-    order, inverse = build(H, W, window_size, shift_size)
-    if device is not None and torch.device(device) != order.device:
-        order, inverse = order.to(device), inverse.to(device)
-    return order, inverse
-
-
-class _PermuteTokens(torch.autograd.Function):
-    """``x.index_select(1, order)`` whose backward is the inverse gather
-    (cheaper than ``index_select``'s scatter-add backward)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(1, order)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(1, inverse), None, None
-
-
-def _permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """``x[:, order]`` for ``x`` ``(B, L, C)`` and a permutation ``order`` of L."""
-    if x.requires_grad and _caching_allowed():
-        return _PermuteTokens.apply(x, order, inverse)
-    return x.index_select(1, order)
-
-
-@lru_cache(maxsize=64)
-@torch.inference_mode(False)  # cached: must stay usable by autograd
-def relative_position_index(window_size: int, table_window_size: int | None = None) -> torch.Tensor:
-    """Index into a relative position bias table for an M x M window.
-
-    Paper Sec. 3.2, "Relative position bias": offsets along each axis lie in
-    [-M+1, M-1], so the table has (2M-1)^2 rows. With ``table_window_size`` T >=
-    M, the index points into a table built for a T x T window (its rows for
-    the offsets a smaller window uses).
-
-    Returns:
-        ``(M*M, M*M)`` int64 tensor on the CPU (cached; do not modify).
-
-    Raises:
-        ValueError: if ``table_window_size`` is smaller than ``window_size``.
-    """
-    T = window_size if table_window_size is None else table_window_size
-    if T < window_size:
-        raise ValueError(f"table window {T} is smaller than window {window_size}")
-    ar = torch.arange(window_size, device="cpu")  # explicit: cached, so never the meta device
-    coords = torch.stack(
-        torch.meshgrid(ar, ar, indexing="ij")
-    ).flatten(1)  # (2, M*M)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 2)
-    rel = rel + (T - 1)
-    return rel[..., 0] * (2 * T - 1) + rel[..., 1]
-
-
-@lru_cache(maxsize=64)
-@torch.inference_mode(False)  # cached: must stay usable by autograd
-def _shift_mask_cpu(H: int, W: int, window_size: int, shift_size: int, fill: float) -> torch.Tensor:
-    img_mask = torch.zeros((1, H, W, 1), device="cpu")
-    cnt = 0
-    for h in (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None)):
-        for w in (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None)):
-            img_mask[:, h, w, :] = cnt
-            cnt += 1
-    mask_windows = window_partition(img_mask, window_size).squeeze(-1)  # (nW, N)
-    mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
-    return mask.masked_fill(mask != 0, fill).masked_fill(mask == 0, 0.0)
-
-
-# Value the model puts between tokens of different regions of the shifted map.
-# The official code uses -100: its masked softmax weights, e^-100 ~ 4e-44, are
-# float32 *denormals*, which make the softmax backward and the matmuls that
-# read the probabilities 4-5x slower on x86 CPUs (measured: 203 ms vs 41 ms
-# for one stage-1 SW-MSA attention, batch 8). -1e4 gives weights of exactly 0;
-# the outputs differ from the official ones by ~e^-100 relative, far below
-# float32 resolution (the reference logits match to < 1e-6).
-MASK_FILL = -1.0e4
-
-
-def shift_attention_mask(
-    H: int, W: int, window_size: int, shift_size: int, device=None, dtype=None, fill: float = -100.0
-) -> torch.Tensor:
-    """Additive attention mask of SW-MSA (paper Sec. 3.2, "Efficient batch
-    computation for shifted configuration"), as the official code builds it:
-    ``fill`` (official: -100) between tokens that came from different regions
-    of the cyclically shifted map, 0 elsewhere. The model itself uses
-    ``fill=MASK_FILL`` (see there).
-
-    Args:
-        H, W: padded map size in tokens (multiples of ``window_size``).
-        window_size: M. shift_size: the cyclic shift, 0 < shift < M.
-
-    Returns:
-        ``(num_windows, M*M, M*M)``.
-    """
-    build = _shift_mask_cpu if _caching_allowed() else _shift_mask_cpu.__wrapped__
-    return build(H, W, window_size, shift_size, float(fill)).to(device=device, dtype=dtype)
-
-
-class _SplitQKV(torch.autograd.Function):
-    """``(B_, N, 3*h*d) -> q, k, v`` each ``(B_, h, N, d)`` (strided views),
-    whose backward writes the three gradients straight into one
-    ``(B_, N, 3*h*d)`` tensor (autograd's unbind + permute backward makes two
-    full copies)."""
-
-    @staticmethod
-    def forward(ctx, qkv: torch.Tensor, num_heads: int, head_dim: int):  # type: ignore[override]
-        B_, N, _ = qkv.shape
-        ctx.dims = (B_, N, num_heads, head_dim)
-        return qkv.view(B_, N, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gq, gk, gv):  # type: ignore[override]
-        B_, N, h, d = ctx.dims
-        ref = next(g for g in (gq, gk, gv) if g is not None)
-        grad = ref.new_empty(B_, N, 3, h, d)
-        for i, g in enumerate((gq, gk, gv)):
-            if g is None:
-                grad[:, :, i].zero_()
-            else:
-                grad[:, :, i].copy_(g.transpose(1, 2))
-        return grad.view(B_, N, 3 * h * d), None, None
+#: use PyTorch's fused ``scaled_dot_product_attention`` when no gradient must reach the mask.
+USE_SDPA = True
 
 
 class PatchEmbed(nn.Module):
@@ -317,6 +137,42 @@ class PatchEmbed(nn.Module):
         return x
 
 
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, num_windows: int, scale: float,
+    attn_drop: nn.Module, return_attn: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``softmax(q k^T * scale + mask) v`` for every window (paper Eq. 4).
+
+    Args:
+        q, k, v: ``(B*nW, h, N, d)``, the windows of each image consecutive.
+        mask: additive mask (relative position bias plus shift mask),
+            ``(nW, h, N, N)`` or ``(1, h, N, N)``; broadcast over the batch.
+        num_windows: nW, windows per image. scale: ``d ** -0.5``. attn_drop: dropout on the probabilities.
+        return_attn: also return the probabilities.
+
+    Returns:
+        ``(out (B*nW, h, N, d), probs (B, nW, h, N, N) or None)``.
+
+    Two formulations with the same result (to float rounding): the explicit
+    one (matmuls and softmax) when the probabilities are wanted, when a
+    gradient must flow into the mask (training the bias table: PyTorch's
+    fused CPU kernels give no mask gradient) or when attention dropout is
+    active; else the fused ``scaled_dot_product_attention`` (``USE_SDPA``),
+    on 4-D tensors so that its fused CPU kernel runs.
+    """
+    B_, h, N, d = q.shape
+    nW = num_windows
+    dropping = attn_drop.training and getattr(attn_drop, "p", 0.0) > 0.0
+    needs_mask_grad = mask.requires_grad and torch.is_grad_enabled()
+    if USE_SDPA and not (return_attn or needs_mask_grad or dropping):
+        full = mask if mask.shape[0] == 1 else expand_window_mask(mask, B_ // nW)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=full.to(q.dtype)), None
+    attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)  # (B, nW, h, N, N)
+    attn = attn.mul_(scale).add_(mask).softmax(dim=-1)
+    out = attn_drop(attn) @ v.view(-1, nW, h, N, d)
+    return out.view(B_, h, N, d), (attn if return_attn else None)
+
+
 class WindowAttention(nn.Module):
     """Window based multi-head self attention with relative position bias
     (paper Sec. 3.2, Eq. 4: ``softmax(QK^T / sqrt(d) + B) V``).
@@ -324,20 +180,16 @@ class WindowAttention(nn.Module):
     Args:
         dim: channels C. window_size: the window M it is built for (the bias
             table has ``(2M-1)^2`` rows). num_heads: heads h (C % h == 0).
+        qkv_bias: biases in the qkv projection. attn_drop, proj_drop: dropout
+            on the probabilities and on the output projection.
 
-    ``forward(x, attn_mask, num_windows)``: ``x`` is ``(B*nW, N, C)`` with
-    N = m*m for a run-time window m <= M. Returns ``(B*nW, N, C)``.
+    ``forward(windows, num_windows, shift_mask, return_attn)``: ``windows``
+    ``(B*nW, N, C)`` with N = m*m for a run-time window m <= M ->
+    ``((B*nW, N, C), probs)``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        window_size: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ) -> None:
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -346,101 +198,44 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * self.window_size - 1) ** 2, num_heads)
-        )
-        self.register_buffer(
-            "relative_position_index", relative_position_index(self.window_size).clone(), persistent=False
-        )
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * self.window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone(),
+                             persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.attn_drop_p = float(attn_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def relative_position_bias(self, window_size: int | None = None) -> torch.Tensor:
-        """Bias ``(num_heads, N, N)`` for a run-time window ``m <= M`` (N = m*m)."""
+        """The bias B of Eq. 4, ``(num_heads, N, N)``, for a run-time window ``m <= M`` (N = m*m)."""
         m = self.window_size if window_size is None else window_size
         if m == self.window_size:
             index = self.relative_position_index
         else:
             index = relative_position_index(m, self.window_size).to(self.relative_position_bias_table.device)
-        N = m * m
-        bias = self.relative_position_bias_table[index.reshape(-1)].view(N, N, -1)
+        bias = self.relative_position_bias_table[index.reshape(-1)].view(m * m, m * m, -1)
         return bias.permute(2, 0, 1).contiguous()
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B_, N, C = x.shape
-        qkv = self.qkv(x)
-        if qkv.requires_grad and _caching_allowed():
-            return _SplitQKV.apply(qkv, self.num_heads, self.head_dim)
-        qkv = qkv.reshape(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)  # each (B_, h, N, d)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor,
-        num_windows: int,
-        return_attn: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention over windows.
+    def forward(self, windows: torch.Tensor, num_windows: int, shift_mask: torch.Tensor | None = None,
+                return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention inside each window.
 
         Args:
-            x: ``(B*nW, N, C)``, windows of each image consecutive.
-            attn_mask: additive mask (relative position bias plus shift
-                mask), ``(nW, h, N, N)`` or ``(1, h, N, N)`` (broadcast over
-                the batch), or already expanded to ``(B*nW, h, N, N)``.
+            windows: ``(B*nW, N, C)``, the windows of each image consecutive.
             num_windows: nW, windows per image.
-            return_attn: also return the probabilities (explicit path).
-
-        Returns:
-            ``(out, attn)``: ``out`` ``(B*nW, N, C)``; ``attn``
-            ``(B, nW, h, N, N)`` or None.
-
-        Two paths with the same result (to float rounding): the explicit one
-        (``softmax(q k^T / sqrt(d) + mask) v`` with matmuls) when the
-        probabilities are asked for or a gradient must flow into the mask
-        (training the bias table: PyTorch's fused CPU kernels do not give
-        mask gradients), else ``scaled_dot_product_attention`` on 4-D
-        ``(B*nW, h, N, d)`` tensors, which runs PyTorch's fused (flash) CPU
-        kernel -- 2-3x faster than the 5-D form, which falls back to the
-        unfused "math" kernel.
+            shift_mask: SW-MSA mask ``(nW, N, N)``, or None for W-MSA.
+            return_attn: also return the probabilities ``(B, nW, h, N, N)``.
         """
-        B_, N, C = x.shape
-        nW = num_windows
-        q, k, v = self._qkv(x)  # each (B*nW, h, N, d), strided views
-        explicit = return_attn or (attn_mask.requires_grad and torch.is_grad_enabled())
-        if explicit:
-            h, d = self.num_heads, self.head_dim
-            if attn_mask.shape[0] == B_ and B_ != nW:
-                attn_mask = attn_mask.view(-1, nW, h, N, N)
-            # scores as a fresh (B, nW, h, N, N) tensor, scaled and masked in place
-            attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)
-            attn = attn.mul_(self.scale).add_(attn_mask).softmax(dim=-1)
-            out = self.attn_drop(attn) @ v.view(-1, nW, h, N, d)  # (B, nW, h, N, d)
-            out = out.view(B_, h, N, d)
-            probs = attn if return_attn else None
-        else:
-            if attn_mask.shape[0] not in (1, B_):
-                attn_mask = expand_window_mask(attn_mask, B_ // nW)
-            if attn_mask.dtype != q.dtype:
-                attn_mask = attn_mask.to(q.dtype)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop_p if self.training else 0.0
-            )
-            probs = None
-        out = out.transpose(1, 2).reshape(B_, N, C)  # (B*nW, N, h, d) -> (B*nW, N, C)
-        out = self.proj_drop(self.proj(out))
-        return out, probs
-
-
-def expand_window_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
-    """Repeat a per-window mask for every image: ``(nW, h, N, N) ->
-    (batch*nW, h, N, N)`` (a copy; the fused SDPA kernel takes 4-D masks that
-    broadcast only over size-1 dimensions)."""
-    return mask.unsqueeze(0).expand(batch, *mask.shape).reshape(-1, *mask.shape[1:])
+        B_, N, C = windows.shape
+        qkv = self.qkv(windows).view(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B*nW, h, N, d)
+        mask = self.relative_position_bias(math.isqrt(N)).to(q.dtype).unsqueeze(0)  # (1, h, N, N)
+        if shift_mask is not None:
+            mask = mask + shift_mask.unsqueeze(1)  # (nW, h, N, N)
+        out, attn = window_attention(q, k, v, mask, num_windows, self.scale, self.attn_drop, return_attn)
+        out = out.transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(out)), attn
 
 
 class SwinTransformerBlock(nn.Module):
@@ -449,43 +244,28 @@ class SwinTransformerBlock(nn.Module):
 
     ``window_size``/``shift_size`` are those chosen at construction; the run
     time rule (:meth:`window_and_shift`) may shrink the window for a small map.
+    ``branch_drop`` (element-wise dropout on each branch output) and
+    ``mlp_repeat`` exist for reference 000's Keras block.
 
     Input and output ``(B, H, W, C)``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int = 7,
-        shift_size: int = 0,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 branch_drop: float = 0.0, mlp_repeat: int = 1) -> None:
         super().__init__()
         if not 0 <= shift_size < max(window_size, 1):
             raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}")
         self.dim = dim
         self.window_size = int(window_size)
         self.shift_size = int(shift_size)
+        self.mlp_repeat = int(mlp_repeat)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self._mask_cache: dict = {}
-        self._expanded_mask: tuple[tuple, torch.Tensor] | None = None
-
-    def train(self, mode: bool = True) -> "SwinTransformerBlock":
-        """Switch mode and drop the inference mask caches: weights written
-        without bumping the bias table's version counter (fused optimizers,
-        ``.data`` writes) must not leave a stale bias behind."""
-        self._mask_cache.clear()
-        self._expanded_mask = None
-        return super().train(mode)
+        self.branch_drop = Dropout(branch_drop)
 
     def window_and_shift(self, H: int, W: int) -> tuple[int, int]:
         """Window and shift used for an ``H x W`` map (official rule: if
@@ -494,99 +274,34 @@ class SwinTransformerBlock(nn.Module):
             return min(H, W), 0
         return self.window_size, self.shift_size
 
-    def _attn_mask(self, Hp: int, Wp: int, ws: int, shift: int, dtype: torch.dtype) -> torch.Tensor:
-        """Relative position bias plus shift mask, ``(nW, heads, N, N)``.
-
-        The sum is cached per (size, window, shift, device, dtype) when no
-        gradient flows into the bias table (inference), keyed by the table's
-        version counter so that loading new weights invalidates it.
-        """
-        table = self.attn.relative_position_bias_table
-        cacheable = _caching_allowed() and not (torch.is_grad_enabled() and table.requires_grad)
-        key = self._cache_key(Hp, Wp, ws, shift, dtype) if cacheable else None
-        if cacheable:
-            hit = self._mask_cache.get(key)
-            if hit is not None:
-                return hit
-        bias = self.attn.relative_position_bias(ws).to(dtype)  # (h, N, N)
-        if shift > 0:
-            mask = shift_attention_mask(Hp, Wp, ws, shift, device=table.device, dtype=dtype, fill=MASK_FILL)
-            attn_mask = bias.unsqueeze(0) + mask.unsqueeze(1)
-        else:
-            attn_mask = bias.unsqueeze(0)
-        if cacheable:
-            if len(self._mask_cache) > 16:
-                self._mask_cache.clear()
-            self._mask_cache[key] = attn_mask
-        return attn_mask
-
-    def _cache_key(self, Hp: int, Wp: int, ws: int, shift: int, dtype: torch.dtype) -> tuple:
-        """Cache key of the masks; only called eagerly (not while compiling)."""
-        table = self.attn.relative_position_bias_table
-        return (Hp, Wp, ws, shift, table.device, dtype, table._version, torch.is_inference_mode_enabled())
-
-    def _sdpa_mask(self, mask: torch.Tensor, batch: int, key: tuple) -> torch.Tensor:
-        """``mask`` expanded to ``(batch*nW, h, N, N)`` for the fused kernel.
-
-        Without autograd into the mask, the expansion for the last batch size
-        is kept (one entry per block, at most ``_EXPANDED_MASK_CACHE_BYTES``;
-        e.g. 30 MB for the first SW-MSA block of Swin-T at batch 16)."""
-        if mask.shape[0] == 1:
-            return mask
-        if torch.jit.is_tracing():  # batch-generic graph: always expand
-            return expand_window_mask(mask, batch)
-        if batch == 1:
-            return mask
-        cacheable = _caching_allowed() and not mask.requires_grad
-        nbytes = batch * mask.numel() * mask.element_size()
-        if not cacheable or nbytes > _EXPANDED_MASK_CACHE_BYTES:
-            return expand_window_mask(mask, batch)
-        key = self._cache_key(*key) + (batch,)
-        if self._expanded_mask is not None and self._expanded_mask[0] == key:
-            return self._expanded_mask[1]
-        expanded = expand_window_mask(mask, batch)
-        self._expanded_mask = (key, expanded)  # one entry per block: bounded memory
-        return expanded
-
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(B, H, W, C) -> ((B, H, W, C), attn)``; ``attn`` is
-        ``(B, nW, heads, N, N)`` when ``return_attn`` else None.
-
-        ``x + drop_path(attention(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``
-        (:func:`.layers.drop_path_residual`: in training, stochastic depth
-        skips the branch work of dropped samples).
-        """
-        x, attn = drop_path_residual(
-            x, lambda t: self._attention_branch(t, return_attn), self.drop_path, skip_dropped=not return_attn
-        )
-        x, _ = drop_path_residual(x, lambda t: (self.mlp(self.norm2(t)), None), self.drop_path)
+        """``(B, H, W, C) -> ((B, H, W, C), probs)``; ``probs`` is
+        ``(B, nW, heads, N, N)`` when ``return_attn`` else None."""
+        attention = partial(self.attention_branch, return_attn=return_attn)
+        x, attn = drop_path_residual(x, attention, self.drop_path, skip_dropped=not return_attn)  # z^ = W-MSA(LN(z)) + z
+        x, _ = drop_path_residual(x, self.mlp_branch, self.drop_path)  # z = MLP(LN(z^)) + z^
         return x, attn
 
-    def _attention_branch(self, x: torch.Tensor, return_attn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(S)W-MSA of ``norm1(x)``: ``(B, H, W, C) -> ((B, H, W, C), attn)``.
-
-        The cyclic shift and window partition (and their inverses) are done
-        as one token gather each (:func:`window_order`); the result is that
-        of the official roll + ``window_partition`` / ``window_reverse`` + roll.
-        """
+    def attention_branch(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S)W-MSA of ``LN(x)``: ``(B, H, W, C) -> ((B, H, W, C), probs or None)``."""
         B, H, W, C = x.shape
-        ws, shift = self.window_and_shift(H, W)
+        window, shift = self.window_and_shift(H, W)
         x = self.norm1(x)
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        pad_h, pad_w = (-H) % window, (-W) % window
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # bottom/right to a multiple of the window
         Hp, Wp = H + pad_h, W + pad_w
-        nW = (Hp // ws) * (Wp // ws)
-        order, inverse = window_order(Hp, Wp, ws, shift, device=x.device)
-        windows = _permute_tokens(x.reshape(-1, Hp * Wp, C), order, inverse).view(-1, ws * ws, C)
-        attn_mask = self._attn_mask(Hp, Wp, ws, shift, windows.dtype)
-        if not (return_attn or (attn_mask.requires_grad and torch.is_grad_enabled())):
-            attn_mask = self._sdpa_mask(attn_mask, B, (Hp, Wp, ws, shift, attn_mask.dtype))
-        windows, attn = self.attn(windows, attn_mask, nW, return_attn)
-        x = _permute_tokens(windows.view(-1, Hp * Wp, C), inverse, order).view(-1, Hp, Wp, C)
-        if pad_h or pad_w:
-            x = x[:, :H, :W, :].contiguous()
-        return x, attn
+        windows = shift_and_partition(x, window, shift)  # (B*nW, N, C)
+        mask = shift_attention_mask(Hp, Wp, window, shift, x.device, fill=MASK_FILL) if shift else None
+        windows, attn = self.attn(windows, (Hp // window) * (Wp // window), mask, return_attn)
+        x = merge_and_unshift(windows, window, shift, Hp, Wp)[:, :H, :W]  # (B, H, W, C)
+        return self.branch_drop(x), attn
+
+    def mlp_branch(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """MLP of ``LN(x)`` (applied ``mlp_repeat`` times): ``(B, H, W, C) -> ((B, H, W, C), None)``."""
+        x = self.norm2(x)
+        for _ in range(self.mlp_repeat):
+            x = self.mlp(x)
+        return self.branch_drop(x), None
 
 
 class PatchMerging(nn.Module):
@@ -625,43 +340,26 @@ class BasicLayer(nn.Module):
     attentions)`` where ``next_in`` is the merged map (or ``stage_out``).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        shift: bool,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: Sequence[float] = (),
-        downsample: bool = False,
-        merge_norm: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift: bool, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: Sequence[float] = (),
+                 downsample: bool = False, merge_norm: bool = True, branch_drop: float = 0.0,
+                 mlp_repeat: int = 1) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
         self.blocks = nn.ModuleList(
             SwinTransformerBlock(
-                dim,
-                num_heads,
-                window_size=window_size,
+                dim, num_heads, window_size=window_size,
                 shift_size=(window_size // 2) if (shift and i % 2 == 1) else 0,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                drop=drop,
-                attn_drop=attn_drop,
-                drop_path=drop_path[i] if len(drop_path) else 0.0,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
+                drop_path=drop_path[i] if len(drop_path) else 0.0, branch_drop=branch_drop, mlp_repeat=mlp_repeat,
             )
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim, norm=merge_norm) if downsample else None
 
-    def forward(
-        self, x: torch.Tensor, return_attn: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, return_attn: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         attns: list[torch.Tensor] = []
         for blk in self.blocks:
             x, a = blk(x, return_attn)
@@ -704,6 +402,15 @@ class SwinTransformer(nn.Module):
             000's compact Keras model).
         pad_input: pad inputs whose size is not a multiple of the patch size
             (else a ValueError).
+        init: ``"official"`` (truncated normal std 0.02) or ``"keras"``
+            (Glorot-uniform kernels, zero biases, uniform(-0.05, 0.05)
+            position embedding, zero relative position bias tables:
+            reference 000), see :func:`.layers.init_weights`.
+        branch_drop_rate: element-wise dropout on each residual branch
+            output (the Keras example's ``drop_path`` layer); 0: none.
+        mlp_repeat: times each block applies its MLP (the Keras example: 2).
+        pos_drop_rate: dropout after the patch embedding (None: ``drop_rate``,
+            as the official code).
 
     ``forward(x)``: ``(B, in_chans, H, W)`` -> ``(B, num_classes)`` (or
     ``(B, C_last)`` when ``num_classes == 0``).
@@ -733,14 +440,15 @@ class SwinTransformer(nn.Module):
         merge_norm: bool = True,
         final_norm: bool = True,
         pad_input: bool = True,
+        init: str = "official",
+        branch_drop_rate: float = 0.0,
+        mlp_repeat: int = 1,
+        pos_drop_rate: float | None = None,
     ) -> None:
         super().__init__()
         depths = tuple(int(d) for d in depths)
-        num_stages = len(depths)
-        if num_stages == 0:
+        if not depths:
             raise ValueError("depths must name at least one stage")
-        num_heads = _per_stage(num_heads, num_stages, "num_heads")
-        windows = _per_stage(window_size, num_stages, "window_size")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.img_size = to_2tuple(img_size)
@@ -749,9 +457,9 @@ class SwinTransformer(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.depths = depths
-        self.num_heads = num_heads
-        self.num_layers = num_stages
-        self.num_features = int(embed_dim * 2 ** (num_stages - 1))
+        self.num_heads = _per_stage(num_heads, len(depths), "num_heads")
+        self.num_layers = len(depths)
+        self.num_features = int(embed_dim * 2 ** (len(depths) - 1))
         self.mlp_ratio = mlp_ratio
         self.ape = ape
 
@@ -763,38 +471,42 @@ class SwinTransformer(nn.Module):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         else:
             self.absolute_pos_embed = None
-        self.pos_drop = nn.Dropout(drop_rate)
-
-        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        self.window_sizes: list[int] = []
-        layers = []
-        res = grid
-        for i in range(num_stages):
-            ws, shift = windows[i], True
-            if min(res) <= ws:  # official rule, at the default size
-                ws, shift = min(res), False
-            self.window_sizes.append(ws)
-            layers.append(
-                BasicLayer(
-                    dim=int(embed_dim * 2**i),
-                    depth=depths[i],
-                    num_heads=num_heads[i],
-                    window_size=ws,
-                    shift=shift,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    drop=drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                    downsample=i < num_stages - 1,
-                    merge_norm=merge_norm,
-                )
-            )
-            res = (math.ceil(res[0] / 2), math.ceil(res[1] / 2))
-        self.layers = nn.ModuleList(layers)
+        self.pos_drop = Dropout(drop_rate if pos_drop_rate is None else pos_drop_rate)
+        block_args = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                          merge_norm=merge_norm, branch_drop=branch_drop_rate, mlp_repeat=mlp_repeat)
+        self.layers = self._build_stages(_per_stage(window_size, len(depths), "window_size"), drop_path_rate,
+                                         block_args)
         self.norm = nn.LayerNorm(self.num_features) if final_norm else None
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(init_weights_trunc_normal)
+        self.init = init
+        self._init_weights(init)
+
+    def _build_stages(self, windows: tuple[int, ...], drop_path_rate: float, block_args: dict) -> nn.ModuleList:
+        """The stages; a stage whose map at ``img_size`` is not larger than its
+        window gets the map size as window and no shift (official rule)."""
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
+        self.window_sizes: list[int] = []
+        layers = []
+        res = self.patches_resolution
+        for i, depth in enumerate(self.depths):
+            ws, shift = (min(res), False) if min(res) <= windows[i] else (windows[i], True)
+            self.window_sizes.append(ws)
+            start = sum(self.depths[:i])
+            layers.append(BasicLayer(dim=int(self.embed_dim * 2**i), depth=depth, num_heads=self.num_heads[i],
+                                     window_size=ws, shift=shift, drop_path=dpr[start:start + depth],
+                                     downsample=i < len(self.depths) - 1, **block_args))
+            res = (math.ceil(res[0] / 2), math.ceil(res[1] / 2))
+        return nn.ModuleList(layers)
+
+    def _init_weights(self, scheme: str) -> None:
+        """Initialise as ``scheme`` says (see the class docstring)."""
+        init_weights(self, scheme)
+        if scheme == "keras":
+            if self.absolute_pos_embed is not None:
+                nn.init.uniform_(self.absolute_pos_embed, -0.05, 0.05)
+            for name, p in self.named_parameters():
+                if name.endswith("relative_position_bias_table"):
+                    nn.init.zeros_(p)
 
     # ------------------------------------------------------------------ helpers
     def no_weight_decay(self) -> set[str]:
@@ -880,4 +592,4 @@ class SwinTransformer(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
-            init_weights_trunc_normal(self.head)
+            init_weights(self.head, self.init)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath, drop_path_residual, init_weights_trunc_normal, to_2tuple
+from .layers import Dropout, DropPath, drop_path_residual, init_weights_trunc_normal, to_2tuple
 
 __all__ = ["VisionTransformer", "Attention", "Block"]
 
@@ -44,20 +44,20 @@ class Attention(nn.Module):
         self.scale = head_dim**-0.5
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.attn_drop_p = float(attn_drop)
+        self.attn_drop = Dropout(attn_drop)
         self.proj = nn.Linear(inner, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         probs = None
-        if return_attn:
+        if return_attn or (self.training and self.attn_drop.p > 0):
             probs = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
             out = self.attn_drop(probs) @ v
+            probs = probs if return_attn else None
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop_p if self.training else 0.0)
+            out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(B, N, -1)
         return self.proj_drop(self.proj(out)), probs
 
@@ -76,7 +76,7 @@ class MlpStack(nn.Module):
             self.add_module(f"fc{i + 1}", nn.Linear(prev, d))
             prev = d
         self.act = nn.GELU()
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.num):
@@ -178,7 +178,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = Dropout(drop_rate)
         if mlp_hidden_dims is None:
             mlp_dims, gelu_last = (int(embed_dim * mlp_ratio), embed_dim), False
         else:
@@ -193,7 +193,7 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         feat = embed_dim * num_patches if global_pool == "flatten" else embed_dim
-        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head_drop = Dropout(head_drop_rate)
         self.head_mlp = MlpStack(feat, head_hidden_dims, head_drop_rate) if head_hidden_dims else None
         self.num_features = head_hidden_dims[-1] if head_hidden_dims else feat
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

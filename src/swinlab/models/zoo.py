@@ -60,15 +60,24 @@ for size, depths, windows, dpr, tag in (
              window_size=windows, drop_path_rate=dpr, num_classes=1000),
         f"Swin-S3-{tag} (AutoFormerV2), windows {windows}", f"{_S3_RELEASE}/S3-{tag}.pth"))
 
-# Reference 000: the Keras CIFAR-100 Swin (patch 2 on 32x32, embed 64, 8 heads,
-# window 2, shift 1, MLP 256, absolute position embedding, one W-MSA + one
-# SW-MSA block, patch merging (no norm), average pooling (no final norm)).
+# Reference 000: the Keras CIFAR-100 Swin example as written (patch 2 on 32x32,
+# embed 64, 8 heads, window 2, shift 1, MLP 256, absolute position embedding,
+# one W-MSA + one SW-MSA block, patch merging without norm, average pooling
+# without final norm), with its Keras initialisers (Glorot-uniform kernels, zero
+# biases, uniform(-0.05, 0.05) position embedding, zero relative position bias
+# table) and its dropout of 0.03 where it has one: attention probabilities,
+# attention output, inside its MLP (after GELU and after the second Dense), and
+# on each residual branch (its "drop_path" layer is element-wise Dropout); none
+# after the patch embedding. Its block applies its MLP twice (``x = self.mlp(x)``
+# appears twice in the example's call), hence ``mlp_repeat=2``.
 register_model(ModelSpec(
     "swin_keras_cifar100_patch2_window2_32", SwinTransformer,
     dict(img_size=32, patch_size=2, embed_dim=64, depths=(2, 0), num_heads=(8, 16), window_size=2,
          mlp_ratio=4.0, ape=True, patch_norm=False, merge_norm=False, final_norm=False,
-         drop_rate=0.03, attn_drop_rate=0.03, drop_path_rate=0.0, num_classes=100),
-    "reference 000: compact Keras Swin for CIFAR-100"))
+         drop_rate=0.03, attn_drop_rate=0.03, branch_drop_rate=0.03, pos_drop_rate=0.0, mlp_repeat=2,
+         drop_path_rate=0.0, init="keras", num_classes=100),
+    "reference 000: the Keras CIFAR-100 Swin example as written", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    crop_ratio=1.0))
 
 # Reference 003: Swin-T on Tiny ImageNet at 64x64 (heads 2,4,8,16).
 register_model(ModelSpec(

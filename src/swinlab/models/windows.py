@@ -1,0 +1,202 @@
+"""Window geometry of the Swin Transformer (Liu et al. 2021, Sec. 3.2):
+window partition and reverse, the cyclic shift, the SW-MSA attention mask
+and the relative position index.
+
+Everything here depends on Python integers only (map size, window, shift),
+so the masks and index tensors are built once per size and cached (on the
+CPU, then per device), and a traced or exported graph gets them as
+constants for its input size.
+
+Speed path (``ONE_GATHER_SHIFT``): :func:`shift_and_partition` does the
+cyclic shift and the window partition as ONE token gather
+(``index_select`` with a cached permutation, :func:`window_order`) instead of
+``torch.roll`` + reshape/permute copies; :func:`merge_and_unshift` undoes it
+with one gather too. The results are the official ones exactly (it moves
+the same values); tests compare both formulations.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+__all__ = [
+    "ONE_GATHER_SHIFT",
+    "MASK_FILL",
+    "window_partition",
+    "window_reverse",
+    "window_order",
+    "shift_and_partition",
+    "merge_and_unshift",
+    "relative_position_index",
+    "shift_attention_mask",
+    "expand_window_mask",
+]
+
+#: shift + partition (and back) as one gather each; False: roll + reshape, as the official code.
+ONE_GATHER_SHIFT = True
+
+#: the value the model puts between tokens of different regions of the shifted
+#: map. The official code uses -100: its masked softmax weights, e^-100 ~ 4e-44,
+#: are float32 *denormals*, which make the softmax backward and the matmuls that
+#: read the probabilities several times slower on x86 CPUs. -1e4 gives weights of
+#: exactly 0; outputs differ from the official ones by ~e^-100 relative, far below
+#: float32 resolution (the reference logits match to < 1e-6).
+MASK_FILL = -1.0e4
+
+
+def _tracing() -> bool:
+    """True while tracing, scripting, compiling or exporting: the Python-side
+    caches are bypassed then (the graph gets freshly built constants)."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
+def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Split a map into non-overlapping square windows (official ``window_partition``).
+
+    Args:
+        x: ``(B, H, W, C)`` with H and W multiples of ``window_size``.
+        window_size: window side M in tokens.
+
+    Returns:
+        ``(B * num_windows, M * M, C)``, windows in row-major order per image.
+    """
+    B, H, W, C = x.shape
+    x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, M * M, C) -> (B, H, W, C)``
+    for a padded map of ``H x W`` tokens (multiples of M)."""
+    C = windows.shape[-1]
+    x = windows.view(-1, H // window_size, W // window_size, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+@torch.inference_mode(False)  # cached tensors must stay usable by autograd
+def _build_window_order(H: int, W: int, window_size: int, shift_size: int, device: torch.device):
+    grid = torch.arange(H * W, device="cpu").view(1, H, W, 1)
+    if shift_size:
+        grid = torch.roll(grid, shifts=(-shift_size, -shift_size), dims=(1, 2))
+    order = window_partition(grid, window_size).reshape(-1)
+    return order.to(device), torch.argsort(order).to(device)
+
+
+_cached_window_order = lru_cache(maxsize=128)(_build_window_order)
+
+
+def window_order(H: int, W: int, window_size: int, shift_size: int = 0,
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutation doing the cyclic shift and the window partition in one gather.
+
+    For a map flattened to ``(B, H*W, C)``, ``x.index_select(1, order)``
+    viewed as ``(B*nW, M*M, C)`` equals
+    ``window_partition(torch.roll(x, (-s, -s), (1, 2)), M)``, and
+    ``y.index_select(1, inverse)`` undoes it.
+
+    Args:
+        H, W: padded map size (multiples of ``window_size``).
+        window_size: M. shift_size: cyclic shift s (0: none). device: where.
+
+    Returns:
+        ``(order, inverse)``, each ``(H*W,)`` int64 (cached; do not modify).
+    """
+    build = _build_window_order if _tracing() else _cached_window_order
+    return build(H, W, window_size, shift_size, torch.device(device))
+
+
+def shift_and_partition(x: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
+    """Cyclic shift by ``-shift_size`` then window partition (paper Fig. 4).
+
+    Args:
+        x: ``(B, H, W, C)`` with H, W multiples of ``window_size``.
+
+    Returns:
+        ``(B * nW, M * M, C)``.
+    """
+    B, H, W, C = x.shape
+    if not ONE_GATHER_SHIFT:
+        if shift_size:
+            x = torch.roll(x, shifts=(-shift_size, -shift_size), dims=(1, 2))
+        return window_partition(x, window_size)
+    order, _ = window_order(H, W, window_size, shift_size, x.device)
+    return x.reshape(B, H * W, C).index_select(1, order).view(-1, window_size * window_size, C)
+
+
+def merge_and_unshift(windows: torch.Tensor, window_size: int, shift_size: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`shift_and_partition`: window reverse then the reverse
+    cyclic shift. ``(B * nW, M * M, C) -> (B, H, W, C)``."""
+    C = windows.shape[-1]
+    if not ONE_GATHER_SHIFT:
+        x = window_reverse(windows, window_size, H, W)
+        return torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2)) if shift_size else x
+    _, inverse = window_order(H, W, window_size, shift_size, windows.device)
+    return windows.reshape(-1, H * W, C).index_select(1, inverse).view(-1, H, W, C)
+
+
+@lru_cache(maxsize=64)
+@torch.inference_mode(False)
+def relative_position_index(window_size: int, table_window_size: int | None = None) -> torch.Tensor:
+    """Index into a relative position bias table for an M x M window.
+
+    Paper Sec. 3.2, "Relative position bias": offsets along each axis lie in
+    [-M+1, M-1], so the table has (2M-1)^2 rows. With ``table_window_size`` T >=
+    M, the index points into a table built for a T x T window (its rows for
+    the offsets a smaller window uses).
+
+    Returns:
+        ``(M*M, M*M)`` int64 tensor on the CPU (cached; do not modify).
+
+    Raises:
+        ValueError: if ``table_window_size`` is smaller than ``window_size``.
+    """
+    T = window_size if table_window_size is None else table_window_size
+    if T < window_size:
+        raise ValueError(f"table window {T} is smaller than window {window_size}")
+    ar = torch.arange(window_size, device="cpu")
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij")).flatten(1)  # (2, M*M)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (T - 1)  # (N, N, 2)
+    return rel[..., 0] * (2 * T - 1) + rel[..., 1]
+
+
+@torch.inference_mode(False)
+def _build_shift_mask(H: int, W: int, window_size: int, shift_size: int, fill: float,
+                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    img_mask = torch.zeros((1, H, W, 1), device="cpu")
+    regions = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    for cnt, (h, w) in enumerate((h, w) for h in regions for w in regions):
+        img_mask[:, h, w, :] = cnt
+    mask_windows = window_partition(img_mask, window_size).squeeze(-1)  # (nW, N)
+    mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
+    mask = mask.masked_fill(mask != 0, fill).masked_fill(mask == 0, 0.0)
+    return mask.to(device=device, dtype=dtype)
+
+
+_cached_shift_mask = lru_cache(maxsize=128)(_build_shift_mask)
+
+
+def shift_attention_mask(H: int, W: int, window_size: int, shift_size: int, device: torch.device | str = "cpu",
+                         dtype: torch.dtype | None = None, fill: float = -100.0) -> torch.Tensor:
+    """Additive attention mask of SW-MSA (paper Sec. 3.2, "Efficient batch
+    computation for shifted configuration"): ``fill`` between tokens that
+    came from different regions of the cyclically shifted map, 0 elsewhere.
+    The official code uses ``fill=-100``; the model uses :data:`MASK_FILL`.
+
+    Args:
+        H, W: padded map size in tokens (multiples of ``window_size``).
+        window_size: M. shift_size: the cyclic shift, 0 < shift < M.
+
+    Returns:
+        ``(num_windows, M*M, M*M)`` (cached per size, device and dtype; do not modify).
+    """
+    build = _build_shift_mask if _tracing() else _cached_shift_mask
+    return build(H, W, window_size, shift_size, float(fill), torch.device(device), dtype or torch.float32)
+
+
+def expand_window_mask(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat a per-window mask for every image: ``(nW, h, N, N) ->
+    (batch*nW, h, N, N)`` (a copy: PyTorch's fused attention kernels take 4-D
+    masks that broadcast only over size-1 dimensions)."""
+    return mask.unsqueeze(0).expand(batch, *mask.shape).reshape(-1, *mask.shape[1:])
