@@ -132,7 +132,7 @@ def test_evaluate_user_errors(setup, capsys):
     run = setup["run"]
     rc = main(["evaluate", str(setup["tmp"] / "missing_run"), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error:") and "missing_run" in err
+    assert rc == 2 and err.startswith("swinlab evaluate: error:") and "missing_run" in err
     rc = main(["evaluate", str(run), "--num-classes", "2", "--no-progress", "--out", str(setup["tmp"] / "e")])
     err = capsys.readouterr().err
     assert rc == 2 and "2 classes" in err and "3 outputs" in err
@@ -175,7 +175,7 @@ def test_predict_end_to_end(setup, capsys):
 
     rc = main(["predict", str(run), str(setup["tmp"] / "nope.png")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error:") and "nope.png" in err
+    assert rc == 2 and err.startswith("swinlab predict: error:") and "nope.png" in err
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])

@@ -66,9 +66,9 @@ def test_tiny_cli_train_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_cli_reports_bad_keys_clearly(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["train", "--set", "learning_rat=0.1"])
     err = capsys.readouterr().err
-    assert rc == 1 and "unknown key 'learning_rat'" in err
+    assert rc == 2 and err.startswith("swinlab train: error:") and "unknown key 'learning_rat'" in err
     rc = main(["train", "--config", "no_such_recipe_xyz"])
-    assert rc == 1 and "no_such_recipe_xyz" in capsys.readouterr().err
+    assert rc == 2 and "no_such_recipe_xyz" in capsys.readouterr().err
 
 
 def test_models_lists_zoo_with_params(capsys: pytest.CaptureFixture[str]) -> None:

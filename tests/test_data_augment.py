@@ -26,7 +26,7 @@ def test_config_roundtrip_and_errors() -> None:
     d = json.loads(json.dumps(cfg.to_dict()))
     assert AugmentConfig.from_dict(d) == cfg
     assert AugmentConfig().to_dict()["mean"] == [0.485, 0.456, 0.406]
-    with pytest.raises(ValueError, match=r"unknown AugmentConfig key\(s\) \['mixup'\]"):
+    with pytest.raises(ValueError, match=r"unknown aug key\(s\): 'mixup': did you mean 'mixup_prob'"):
         AugmentConfig.from_dict({"mixup": 0.8})
     for bad in ({"hflip": 1.5}, {"img_size": 0}, {"crop_scale": (0.5, 0.1)}, {"interpolation": "lanczos"},
                 {"label_smoothing": 1.0}, {"randaugment_m": 11}, {"mean": (0.5, 0.5)}, {"eval_crop_ratio": 0}):

@@ -123,7 +123,7 @@ def test_evaluate_model_with_lookup_model_and_transform():
     res1 = evaluate_model(model, loader, transform, max_batches=1, progress=False)
     # first batch = rows 0..2: only row 0 is a top-1 hit
     assert res1["num_images"] == 3 and res1["top1"] == pytest.approx(100 / 3)
-    with pytest.raises(ValueError, match="no samples"):
+    with pytest.raises(ValueError, match="holds no images"):
         evaluate_model(model, [], transform, progress=False)
 
 

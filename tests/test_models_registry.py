@@ -27,6 +27,7 @@ def test_every_model_builds_and_counts(name):
     with torch.device("meta"):
         model = create_model(name)
     assert model.model_name == name and count_params(model) > 0
+    assert get_model_spec(name).num_params == count_params(model)  # the registry's recorded count (listings)
     size = model.img_size
     assert count_macs(model, (3, size[0], size[1])) > 0
 

@@ -46,52 +46,66 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     return path
 
 
-def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+def _series(records: Sequence[dict[str, Any]], key: str, x_key: str = "epoch_frac") -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for r in records:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            xs.append(float(r.get("epoch", len(xs) + 1)))
+        v, x = r.get(key), r.get(x_key, r.get("epoch"))
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(x, (int, float)):
+            xs.append(float(x))
             ys.append(float(v))
     return xs, ys
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Write loss and accuracy curves of ``records`` to ``path`` (PNG).
+def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str | None = None,
+                steps: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write the training curves of a run to ``path`` (PNG): loss, learning
+    rate and accuracy against the (fractional) epoch.
 
     Args:
-        records: per-epoch dicts with ``epoch`` and any of ``train_loss``,
+        records: per-epoch dicts (:mod:`swinlab.training.logging`) with
+            ``epoch_frac`` (else ``epoch``) and any of ``train_loss``,
             ``val_loss``, ``ema_val_loss``, ``train_acc``, ``val_top1``,
-            ``val_top5``, ``ema_val_top1``.
+            ``val_top5``, ``ema_val_top1``, ``lr``; validation points are drawn
+            at the epoch they were taken (a budget-stopped epoch at e.g. 3.45).
         path: the output file.
         title: optional figure title.
+        steps: per-step dicts with ``epoch_frac``, ``train_loss``, ``lr``
+            (``metrics_steps.csv``): drawn as lines, so a one-epoch run shows
+            its whole loss curve.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: no records.
+        ValueError: no records and no steps.
     """
-    if not records:
+    if not records and not steps:
         raise ValueError(f"no metric records to plot into {path}")
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_lr, ax_acc) = plt.subplots(1, 3, figsize=(15, 4))
     try:
-        for key, label in (("train_loss", "train"), ("val_loss", "val"), ("ema_val_loss", "val (EMA)")):
+        xs, ys = _series(steps, "train_loss")
+        if xs:
+            ax_loss.plot(xs, ys, lw=0.8, alpha=0.8, label="train (per step)")
+        for key, label in (("train_loss", "train (epoch mean)"), ("val_loss", "val"), ("ema_val_loss", "val (EMA)")):
             xs, ys = _series(records, key)
             if xs:
-                ax_loss.plot(xs, ys, marker="o", markersize=3, label=label)
+                ax_loss.plot(xs, ys, marker="o", markersize=4, ls="--" if key == "train_loss" else "-", label=label)
+        xs, ys = _series(steps, "lr") if steps else _series(records, "lr")
+        if xs:
+            ax_lr.plot(xs, ys, color="tab:purple", marker=None if steps else "o")
         for key, label in (("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5"),
                            ("ema_val_top1", "val top-1 (EMA)")):
             xs, ys = _series(records, key)
             if xs:
-                ax_acc.plot(xs, ys, marker="o", markersize=3, label=label)
+                ax_acc.plot(xs, ys, marker="o", markersize=4, label=label)
         ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
         ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-        for ax in (ax_loss, ax_acc):
+        for ax in (ax_loss, ax_lr, ax_acc):
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend()
+                ax.legend(fontsize=8)
         if title:
             fig.suptitle(title)
         return save_figure(fig, path)

@@ -10,105 +10,39 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+from .common import add_source_args, fraction, positive_int
 
-__all__ = ["register", "run", "USER_ERRORS", "guarded", "resolve_device", "add_model_args"]
+__all__ = ["register", "run"]
 
-#: exceptions reported as ``error: ...`` (exit 2) instead of a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-    ValueError,
-)
-
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DESCRIPTION = """\
+Top-1 / top-5 / loss of a model on a data split, with per-class accuracy and a confusion matrix.
+The data set, its class subset and the preprocessing default to those stored in the checkpoint
+(its training config and augmentation settings); flags override them. Writes metrics.json,
+per_class_accuracy.csv and confusion_matrix.png into --out (default: SOURCE/eval for a run folder).
+"""
+_AMP = ("none", "bf16", "fp16")
 
 
-def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command: user mistakes print ``error: MESSAGE`` on stderr and
-    return 2; other exceptions propagate."""
-
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-
-    wrapper.__name__ = getattr(fn, "__name__", "command")
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; any other torch device name as is.
-
-    Raises:
-        ValueError: an invalid name, or CUDA asked for but unavailable.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: CUDA is not available on this machine")
-    return device
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """SOURCE plus ``--device`` and ``--ema`` (shared by evaluate / predict / features)."""
-    p.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="run folder (best.pt, else last.pt), training checkpoint (.pt), "
-        "save_pretrained folder (config.json + model.safetensors) or a model name",
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Add the ``evaluate`` command to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="top-1/top-5/loss, per-class accuracy and confusion matrix on a data split",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_args(p)
+    p = subparsers.add_parser("evaluate", help=help, parents=list(parents), description=_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_args(p)
     p.add_argument("--data", help="tiny-imagenet, cifar10, cifar100 or folder (default: the checkpoint's)")
     p.add_argument("--data-root", help="data location (default: the checkpoint's, else the data set's default)")
     p.add_argument("--split", help="split to evaluate (default: the checkpoint's val split, else 'val')")
-    p.add_argument("--num-classes", type=_positive_int, help="keep the first K classes (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="default: 256")
+    p.add_argument("--num-classes", type=positive_int, help="keep the first K classes (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="default: 256")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers (default: 0)")
-    p.add_argument("--max-batches", type=_positive_int, help="stop after N batches (quick checks)")
+    p.add_argument("--max-batches", type=positive_int, help="stop after N batches (quick checks)")
     p.add_argument("--out", help="output folder (default: SOURCE/eval for a run folder, else ./eval)")
-    p.add_argument("--amp", choices=sorted(_AMP), default="none", help="autocast dtype (default: none)")
-    p.add_argument("--img-size", type=_positive_int, help="override the eval input size [pixels]")
-    p.add_argument("--crop-ratio", type=float, help="override the eval centre-crop ratio (0, 1]")
+    p.add_argument("--amp", choices=_AMP, default="none", help="autocast dtype (default: none)")
+    p.add_argument("--img-size", type=positive_int, help="override the eval input size [pixels]")
+    p.add_argument("--crop-ratio", type=fraction, help="override the eval centre-crop ratio (0, 1]")
+    p.add_argument("--tta-hflip", action="store_true", help="average the logits of each image and its mirror image")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), help="override the resize mode")
     p.add_argument("--skip-corrupt", action="store_true", help="skip undecodable images instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,11 +54,17 @@ def _fmt_nan(values: list[float]) -> list[float | None]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run ``swinlab evaluate`` with parsed arguments; returns the exit code."""
+    import torch
+
     from ..data import build_dataset, build_loader
+    from ..errors import InvalidInputError, UsageError
     from ..inference.loading import eval_transform_for, load_model
     from ..inference.reports import save_per_class_csv
+    from ..io.files import atomic_write_text, ensure_dir
     from ..plots import plot_confusion_matrix
+    from ..training.distributed import resolve_device
     from ..training.evaluation import evaluate_model
 
     device = resolve_device(args.device)
@@ -132,7 +72,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = info.config or {}
     data = args.data or cfg.get("data")
     if not data:
-        raise ValueError(f"no --data given and {args.source} has no training config naming its data set")
+        raise UsageError(f"no --data given and {args.source} has no training config naming its data set")
     same_data = data == cfg.get("data")
     data_root = args.data_root or (cfg.get("data_root") if same_data else None)
     num_classes = args.num_classes or (cfg.get("num_classes") if same_data else None)
@@ -153,14 +93,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     n_data = int(dataset.num_classes)
     if n_data != info.num_classes:
-        raise ValueError(
+        raise InvalidInputError(
             f"the {data} {split} split has {n_data} classes but the model has {info.num_classes} outputs "
             "(use --num-classes or another --data)"
         )
     data_classes = [str(c) for c in getattr(dataset, "classes", None) or []]
     if info.classes and data_classes and data_classes != info.classes:
         diff = next((i for i, (a, b) in enumerate(zip(data_classes, info.classes)) if a != b), 0)
-        raise ValueError(
+        raise InvalidInputError(
             f"class order differs between the data set and the checkpoint (index {diff}: "
             f"{data_classes[diff]!r} vs {info.classes[diff]!r}); labels would not match"
         )
@@ -170,10 +110,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         loader,
         None,
         device=device,
-        amp_dtype=_AMP[args.amp],
+        amp_dtype={"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp],
         max_batches=args.max_batches,
         progress=not args.no_progress,
         num_classes=info.num_classes,
+        tta_hflip=args.tta_hflip,
     )
 
     if args.out:
@@ -182,7 +123,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out = Path(args.source) / "eval"
     else:
         out = Path("eval")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "output folder")
     names = info.class_names
     data_names = [str(c) for c in getattr(dataset, "class_names", None) or []]
     if names == [f"class_{i}" for i in range(len(names))] and len(data_names) == len(names):
@@ -198,6 +139,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "split": split,
         "num_classes": info.num_classes,
         "max_batches": args.max_batches,
+        "tta_hflip": bool(args.tta_hflip),
         "preprocessing": {
             "img_size": args.img_size or info.img_size,
             "crop_ratio": args.crop_ratio or info.crop_ratio,
@@ -212,7 +154,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "per_class_acc": _fmt_nan(res["per_class_acc"]),
     }
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(metrics_path, json.dumps(summary, indent=2) + "\n")
     csv_path = save_per_class_csv(out / "per_class_accuracy.csv", names, res["per_class_acc"], res["per_class_count"])
     png_path = plot_confusion_matrix(out / "confusion_matrix.png", res["confusion"], names)
 
@@ -224,7 +166,3 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"images: {res['num_images']}")
     print(f"wrote:  {metrics_path}, {csv_path}, {png_path}")
     return 0
-
-
-run = guarded(_evaluate)
-run.__doc__ = "Run ``swinlab evaluate`` with parsed arguments; returns the exit code."

@@ -1,8 +1,16 @@
 """Entry point of the ``swinlab`` command (``swinlab.cli.main:main``).
 
 Each sub-command lives in its own module ``swinlab.cli.<name>`` exposing
-``register(subparsers)``, which adds its parser with
-``set_defaults(func=run)``, and ``run(args) -> int``.
+``register(subparsers, help, parents)``, which adds its parser with
+``set_defaults(func=run)``, and ``run(args) -> int``. Only the module of the
+command being run is imported (so ``swinlab --help`` does not load torch);
+the others appear in the help as one line each.
+
+One error policy for every command: a :class:`~swinlab.errors.SwinlabError`
+prints ``swinlab <command>: error: <message>`` and exits with its
+``exit_code`` (2: usage or input, 1: a run-time failure); argparse reports a
+bad flag the same way with exit 2; Ctrl-C exits 130; anything else is a bug
+and keeps its traceback. ``--debug`` shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -12,39 +20,53 @@ import importlib
 import sys
 from typing import Sequence
 
+from ..errors import SwinlabError
+from ..version import __version__
+
 __all__ = ["build_parser", "main", "COMMANDS"]
 
-COMMANDS = ("train", "evaluate", "predict", "features", "models")
+#: command -> one line of help (the module is imported only when the command runs).
+COMMANDS = {
+    "train": "train a model from a recipe (or resume / extend a run)",
+    "evaluate": "top-1/top-5/loss, per-class accuracy and confusion matrix on a data split",
+    "predict": "top-k classes of images (table or JSON), optional attention maps",
+    "features": "pooled image embeddings (N, C) to .npy or .safetensors",
+    "models": "list the model zoo",
+}
 
-# Errors that are the user's input, printed as one line instead of a traceback.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser with every available sub-command registered.
+def _chosen(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
-    A command module that is not installed is left out; any other import
-    error propagates.
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser; ``command``'s module is imported and registers its
+    full parser, the other commands get a one-line entry.
+
+    Raises:
+        ModuleNotFoundError: a command module that should exist is missing (a bug).
     """
-    from .. import __version__
-
+    common = _common()
     parser = argparse.ArgumentParser(
-        prog="swinlab",
-        description="Swin Transformer / Swin-S3 / ViT image classification: train, evaluate, predict, "
-        "extract features and list the model zoo.",
+        prog="swinlab", parents=[common],
+        description="Swin Transformer / Swin-S3 / ViT image classification: train, evaluate, predict, extract "
+                    "features and list the model zoo.",
         epilog="Run 'swinlab COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"swinlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        modname = f"{__package__}.{name}"
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue
-            raise
-        module.register(sub)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            importlib.import_module(f"{__package__}.{name}").register(sub, summary, [common])
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -52,25 +74,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``) and run the command.
 
     Returns:
-        the exit status: the command's, 2 for usage errors, 1 for a bad
-        input reported as ``swinlab: error: ...``, 130 on Ctrl-C.
+        the exit status: 0, the error's ``exit_code`` (2 usage / input,
+        1 run time), 2 for a bad command line, 130 on Ctrl-C.
     """
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _chosen(argv)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("swinlab: interrupted", file=sys.stderr)
+        print(f"swinlab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except _USER_ERRORS as e:
+    except SwinlabError as err:
         if getattr(args, "debug", False):
             raise
-        msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
-        print(f"swinlab {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+        print(f"swinlab {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

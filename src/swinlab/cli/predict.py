@@ -1,7 +1,6 @@
 """``swinlab predict``: top-k classes of images (files, folders, ``A.zip``,
 ``A.zip::FOLDER/`` or ``A.zip::MEMBER``), as a table or JSON, optionally
-with one attention-map figure per image.
-"""
+with one attention-map figure per image."""
 
 from __future__ import annotations
 
@@ -11,24 +10,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .evaluate import _positive_int, add_model_args, guarded, resolve_device
+from .common import add_source_args, positive_int
 
 __all__ = ["register", "run", "format_table"]
 
+_DESCRIPTION = """\
+Top-k classes of images: files, folders, zip archives (A.zip), folders inside them (A.zip::FOLDER/) or
+single members (A.zip::MEMBER), printed as a table or as JSON, optionally with one attention-map figure
+per image.
+"""
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+
+def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
     """Add the ``predict`` command to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser(
-        "predict",
-        help="top-k predictions for images (table or JSON), optional attention maps",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_args(p)
+    p = subparsers.add_parser("predict", help=help, parents=list(parents), description=_DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder, A.zip, A.zip::FOLDER/ or A.zip::MEMBER")
-    p.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
     p.add_argument("--attention-out", metavar="DIR", help="write one attention-map PNG per input into DIR")
     p.set_defaults(func=run)
     return p
@@ -66,10 +67,12 @@ def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_d
     return written
 
 
-def _predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run ``swinlab predict`` with parsed arguments; returns the exit code."""
     from ..inference.images import expand_inputs
     from ..inference.loading import load_model
     from ..inference.predict import predict
+    from ..training.distributed import resolve_device
 
     device = resolve_device(args.device)
     model, info = load_model(args.source, device=device, ema=args.ema)
@@ -93,7 +96,3 @@ def _predict(args: argparse.Namespace) -> int:
         written = _write_attention(model, info, specs, preds, Path(args.attention_out))
         print(f"wrote {len(written)} attention figure(s) to {args.attention_out}", file=sys.stderr)
     return 0
-
-
-run = guarded(_predict)
-run.__doc__ = "Run ``swinlab predict`` with parsed arguments; returns the exit code."

@@ -1,4 +1,10 @@
-"""``swinlab train``: train a model from a JSON recipe with command-line overrides."""
+"""``swinlab train``: train a model from a JSON recipe with command-line overrides.
+
+Every field of :class:`swinlab.training.config.TrainConfig` is a flag
+(``--batch-size``, ``--time-budget-min``, ``--cache/--no-cache``, ...),
+generated from the field list; ``--set KEY=VALUE`` reaches every key,
+``aug.*`` and ``model_overrides.*`` included.
+"""
 
 from __future__ import annotations
 
@@ -6,154 +12,132 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+import types
+import typing
+from typing import Any, Literal
+
+from ..io.rundir import RunDir
+from ..training.config import FIELD_HELP, TrainConfig, apply_overrides, load_config, parse_set_items
 
 __all__ = ["register", "run", "config_from_args"]
 
 _EPILOG = """\
 examples:
-  swinlab train --config configs/quick_cpu_tiny_imagenet.json --out runs/main
+  swinlab train --config quick_cpu_tiny_imagenet --out runs/main
   swinlab train --config ref003_tiny_imagenet --epochs 50 --set aug.mixup_alpha=0.2
-  swinlab train --config configs/finetune_384.json --pretrained swin_base_patch4_window12_384 --data folder \\
-                --data-root my_images/
-  swinlab train --resume runs/main --epochs 20          # continue (and extend) a run
+  swinlab train --config finetune_384 --pretrained swin_base_patch4_window12_384 --data folder --data-root imgs/
+  swinlab train --resume runs/main                       # continue an interrupted run, in runs/main
+  swinlab train --resume runs/main --epochs 20           # extend it to 20 epochs (the lr continues)
+  swinlab train --resume runs/main --time-budget-min 5   # or by 5 more minutes
   torchrun --nproc_per_node 4 -m swinlab train --config ref003_tiny_imagenet   # data parallel
 
-Any config key can be set with --set KEY=VALUE (VALUE parsed as JSON when possible; dotted keys
-reach into aug.* and model_overrides.*). Recipes: configs/*.json. Writes RUN_DIR/{config.json,
-last.pt, best.pt, metrics.jsonl, metrics.csv, tb/, curves.png[, export/]}.
+--config takes a JSON file or a built-in recipe name. Ctrl-C (or SIGTERM) saves the state at the current step;
+--resume continues exactly there. Writes RUN/{config.json, last.pt, best.pt, metrics.jsonl, metrics.csv,
+metrics_steps.csv, tb/, curves.png[, export/]}.
 """
 
-# flag dest -> config key (explicit common flags)
-_FLAG_KEYS = {
-    "model": "model",
-    "data": "data",
-    "data_root": "data_root",
-    "num_classes": "num_classes",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "warmup_epochs": "warmup_epochs",
-    "out": "out",
-    "resume": "resume",
-    "time_budget_min": "time_budget_min",
-    "pretrained": "pretrained",
-    "device": "device",
-    "amp": "amp",
-    "seed": "seed",
-    "workers": "num_workers",
-    "threads": "threads",
-    "max_train_batches": "max_train_batches",
-    "max_val_batches": "max_val_batches",
-    "ema_decay": "ema_decay",
-}
+# fields that are not flags: nested objects and lists go through --set
+_NOT_FLAGS = {"aug", "model_overrides", "progressive_resize", "betas"}
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``train`` parser to ``subparsers``."""
-    p = subparsers.add_parser(
-        "train",
-        help="train a model from a JSON recipe",
-        description="Train a model from a JSON recipe (configs/*.json); flags override recipe keys.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", "-c", metavar="JSON", help="recipe: a JSON path or a name in configs/ "
-                   "(default: the built-in defaults, or the checkpoint's config with --resume)")
-    g = p.add_argument_group("common overrides")
-    g.add_argument("--model", help="model name (see 'swinlab models')")
-    g.add_argument("--data", help="data set: tiny-imagenet, cifar10, cifar100 or folder")
-    g.add_argument("--data-root", metavar="PATH", help="data location (default for tiny-imagenet: "
-                   "$SWINLAB_DATA, else ../shared/data/tiny-imagenet-200.zip)")
-    g.add_argument("--num-classes", type=int, metavar="K", help="keep the first K classes")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="per-process batch size")
-    g.add_argument("--lr", type=float, help="base learning rate")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<name or model>)")
-    g.add_argument("--resume", metavar="PATH", help="checkpoint file or run directory to continue")
-    g.add_argument("--overwrite", action="store_true", help="start afresh in a run directory with a checkpoint")
-    g.add_argument("--time-budget-min", type=float, metavar="M",
-                   help="stop training after M minutes of wall clock, then evaluate")
-    g.add_argument("--pretrained", metavar="SOURCE", help="initial weights: file, folder, URL or Hub id")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--amp", choices=("none", "bf16", "fp16", "auto"), help="mixed precision")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--workers", type=int, metavar="N", help="data loader worker processes")
-    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    g.add_argument("--max-train-batches", type=int, metavar="N", help="batches per epoch (quick runs)")
-    g.add_argument("--max-val-batches", type=int, metavar="N", help="validation batches (quick runs)")
-    g.add_argument("--ema-decay", type=float, metavar="D", help="keep an EMA of the weights (e.g. 0.9998)")
-    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    g.add_argument("--export", action="store_true", default=None,
-                   help="export the best weights to RUN_DIR/export (swinlab.weights.save_pretrained)")
-    g.add_argument("--cache", action="store_true", default=None, help="decode the data set into memory first")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+def _arg_type(tp: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    """(argparse type, choices) of a field annotation."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _arg_type(args[0])
+    if typing.get_origin(tp) is Literal:
+        return str, typing.get_args(tp)
+    return tp, None
+
+
+def _add_field_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    g = p.add_argument_group("settings (one flag per config key; --set reaches the nested ones)")
+    for name, help_text in FIELD_HELP.items():
+        if name in _NOT_FLAGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind, choices = _arg_type(hints[name])
+        if kind is bool:
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            g.add_argument(flag, dest=name, type=kind, choices=choices, default=None, help=help_text,
+                           metavar=None if choices else name.upper())
+    g.add_argument("--workers", dest="num_workers", type=int, default=None, help=argparse.SUPPRESS)
     g.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
-                   help="set any config key (repeatable), e.g. --set clip_grad=3.0 --set aug.hflip=0")
+                   help="set any config key (repeatable; VALUE is JSON when it parses), e.g. --set clip_grad=3.0 "
+                        "--set aug.hflip=0 --set model_overrides.window_size=8")
+
+
+def register(subparsers: Any, help: str, parents: list[argparse.ArgumentParser]) -> None:
+    """Add the ``train`` parser to ``subparsers``."""
+    p = subparsers.add_parser("train", help=help, parents=parents, epilog=_EPILOG,
+                              description="Train a model from a JSON recipe; flags override its keys.",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", "-c", metavar="JSON", help="recipe: a JSON file or a built-in recipe name "
+                   "(default: the built-in defaults, or the checkpoint's config with --resume)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    _add_field_flags(p)
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~swinlab.training.config.TrainConfig` of a parsed command line.
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config of a parsed command line, and what extends a resumed run.
 
-    Order: recipe (or the resumed checkpoint's config), then the explicit
-    flags, then ``--set`` items.
+    Order: recipe (or the resumed checkpoint's config), then the flags, then
+    ``--set`` items. With ``--resume``, ``--epochs`` and ``--time-budget-min``
+    given on the command line extend the run (returned as ``extend``).
 
     Raises:
-        ConfigError / FileNotFoundError: bad recipe or overrides.
+        ConfigError / InputNotFoundError: bad recipe, flags or overrides.
+        CheckpointError: an unreadable checkpoint to resume.
     """
-    from ..training.config import TrainConfig, apply_overrides, load_config, parse_set_items
-
     if args.config:
         cfg = load_config(args.config)
     elif args.resume:
-        cfg = _config_of_checkpoint(args.resume)
+        cfg = _config_of_run(args.resume)
     else:
         cfg = TrainConfig()
-    overrides: dict[str, Any] = {}
-    for dest, key in _FLAG_KEYS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            overrides[key] = value
-    for dest in ("compile", "export", "cache", "overwrite"):
-        if getattr(args, dest, None):
-            overrides[dest] = True
-    if getattr(args, "no_progress", False):
-        overrides["progress"] = False
-    cfg = apply_overrides(cfg, overrides, source="command line")
-    return apply_overrides(cfg, parse_set_items(args.set_items), source="--set")
+    flags = {name: getattr(args, name) for name in FIELD_HELP if getattr(args, name, None) is not None}
+    items = parse_set_items(args.set_items)
+    cfg = apply_overrides(apply_overrides(cfg, flags, source="command line"), items, source="--set")
+    given = {**flags, **items}
+    extend = {k: given[k] for k in ("epochs", "time_budget_min") if args.resume and k in given}
+    return cfg, extend
 
 
-def _config_of_checkpoint(source: str) -> Any:
-    from ..training.checkpoint import load_checkpoint, resolve_resume_path
-    from ..training.config import TrainConfig
-
-    path = resolve_resume_path(source)
-    saved = load_checkpoint(path).get("config") or {}
-    saved = {k: v for k, v in saved.items() if not k.startswith("_")}
-    return TrainConfig.from_dict(saved, source=f"config stored in {path}")
+def _config_of_run(source: str) -> TrainConfig:
+    path = RunDir(source if not source.endswith(".pt") else os.path.dirname(source) or ".")
+    saved = {k: v for k, v in (path.read_resume().get("config") or {}).items() if not k.startswith("_")}
+    saved.pop("out", None)
+    return TrainConfig.from_dict(saved, source=f"config stored in {path.last}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``swinlab train``; prints the final val top-1/top-5 and the run directory."""
-    cfg = config_from_args(args)
+    """Run ``swinlab train``; prints the final val top-1/top-5 and the run folder.
+
+    Returns:
+        0, or 130 / 143 when Ctrl-C / SIGTERM stopped the run (its state saved).
+    """
+    cfg, extend = config_from_args(args)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     from ..training.engine import train
 
-    result = train(cfg)
+    result = train(cfg, extend=extend)
     if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: rank 0 reports
         return 0
+    print(_report(result))
+    sys.stdout.flush()
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"] or "", 0)
+
+
+def _report(result: dict[str, Any]) -> str:
     lines = [f"run dir: {result['run_dir']}"]
     if result["val_top1"] is not None:
         lines.append(f"val top-1: {result['val_top1']:.2f}%  top-5: {result['val_top5']:.2f}%  "
-                     f"loss: {result['val_loss']:.4f}  (epoch {result['epochs_completed']})")
+                     f"loss: {result['val_loss']:.4f}  (after {result['epochs_completed']} full epoch(s))")
     if result.get("ema_val_top1") is not None:
         lines.append(f"EMA val top-1: {result['ema_val_top1']:.2f}%")
     if result["best_top1"] is not None:
@@ -164,6 +148,4 @@ def run(args: argparse.Namespace) -> int:
                      f"{' (stopped by the time budget)' if result['stopped_by_time_budget'] else ''}")
     if result.get("export_dir"):
         lines.append(f"exported: {result['export_dir']}")
-    print("\n".join(lines))
-    sys.stdout.flush()
-    return 0
+    return "\n".join(lines)

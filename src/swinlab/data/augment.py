@@ -62,6 +62,8 @@ class BatchAugment(nn.Module):
         super().__init__()
         if isinstance(num_classes, bool) or int(num_classes) < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if cfg.img_size is None:
+            raise ValueError("BatchAugment needs AugmentConfig.img_size (the training input size in pixels)")
         self.cfg = cfg
         self.num_classes = int(num_classes)
         size = (cfg.img_size, cfg.img_size)

@@ -8,14 +8,15 @@ recipe (microsoft/Swin-Transformer ``config.py`` ``AUG`` / ``DATA`` sections and
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["AugmentConfig", "INTERPOLATIONS"]
+from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+from ..errors import ConfigError
 
-#: interpolation names accepted by :class:`AugmentConfig` (as in torch / kornia).
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+__all__ = ["AugmentConfig", "INTERPOLATIONS"]
 
 _PAIR_FIELDS = ("crop_scale", "crop_ratio_range")
 _TRIPLE_FIELDS = ("mean", "std")
@@ -23,12 +24,12 @@ _TRIPLE_FIELDS = ("mean", "std")
 
 def _check_prob(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
-        raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value!r}")
+        raise ConfigError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value!r}")
 
 
 def _check_nonneg(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(float(value)) and float(value) >= 0.0):
-        raise ValueError(f"AugmentConfig.{name} must be a finite number >= 0, got {value!r}")
+        raise ConfigError(f"AugmentConfig.{name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class AugmentConfig:
 
     Fields (units in brackets):
         img_size: output side length [pixels]; outputs are ``(B, 3, img_size, img_size)``.
+            None (in a training config): the model's input size, filled in when the run starts.
         random_resized_crop: use RandomResizedCrop(``crop_scale``, ``crop_ratio_range``)
             (Szegedy et al. 2015 "Inception" crop, as in timm / Swin).
         crop_scale: (min, max) area fraction of the crop [fraction of the image area].
@@ -66,10 +68,11 @@ class AugmentConfig:
         interpolation: ``"bicubic"`` (Swin default), ``"bilinear"`` or ``"nearest"``.
 
     Raises:
-        ValueError: on any out-of-range value (message names the field and the value).
+        ConfigError: (a ``ValueError``) on any out-of-range value (the message
+            names the field and the value).
     """
 
-    img_size: int = 64
+    img_size: int | None = None
     random_resized_crop: bool = True
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio_range: tuple[float, float] = (3 / 4, 4 / 3)
@@ -84,55 +87,58 @@ class AugmentConfig:
     mixup_prob: float = 1.0
     switch_prob: float = 0.5
     label_smoothing: float = 0.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    eval_crop_ratio: float = 0.875
-    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    eval_crop_ratio: float = DEFAULT_CROP_RATIO
+    interpolation: str = DEFAULT_INTERPOLATION
 
     def __post_init__(self) -> None:
         for name in _PAIR_FIELDS + _TRIPLE_FIELDS:
             value = getattr(self, name)
             want = 2 if name in _PAIR_FIELDS else 3
             if not isinstance(value, (list, tuple)) or len(value) != want:
-                raise ValueError(f"AugmentConfig.{name} must be a sequence of {want} numbers, got {value!r}")
+                raise ConfigError(f"AugmentConfig.{name} must be a sequence of {want} numbers, got {value!r}")
             try:
                 setattr(self, name, tuple(float(v) for v in value))
             except (TypeError, ValueError):
-                raise ValueError(f"AugmentConfig.{name} must contain numbers, got {value!r}") from None
-        if isinstance(self.img_size, bool) or not isinstance(self.img_size, int) or self.img_size < 1:
-            raise ValueError(f"AugmentConfig.img_size must be a positive int, got {self.img_size!r}")
+                raise ConfigError(f"AugmentConfig.{name} must contain numbers, got {value!r}") from None
+        if self.img_size is not None and (
+            isinstance(self.img_size, bool) or not isinstance(self.img_size, int) or self.img_size < 1
+        ):
+            raise ConfigError(f"AugmentConfig.img_size must be a positive int (or null: the model's), "
+                              f"got {self.img_size!r}")
         lo, hi = self.crop_scale
         if not (0.0 < lo <= hi <= 1.0):
-            raise ValueError(f"AugmentConfig.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale!r}")
+            raise ConfigError(f"AugmentConfig.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale!r}")
         lo, hi = self.crop_ratio_range
         if not (0.0 < lo <= hi):
-            raise ValueError(
+            raise ConfigError(
                 f"AugmentConfig.crop_ratio_range must satisfy 0 < min <= max, got {self.crop_ratio_range!r}"
             )
         if self.pad_crop is not None and (
             isinstance(self.pad_crop, bool) or not isinstance(self.pad_crop, int) or self.pad_crop < 0
         ):
-            raise ValueError(f"AugmentConfig.pad_crop must be None or an int >= 0, got {self.pad_crop!r}")
+            raise ConfigError(f"AugmentConfig.pad_crop must be None or an int >= 0, got {self.pad_crop!r}")
         for name in ("hflip", "random_erasing", "mixup_prob", "switch_prob"):
             _check_prob(name, getattr(self, name))
         if not (0.0 <= float(self.label_smoothing) < 1.0):
-            raise ValueError(f"AugmentConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+            raise ConfigError(f"AugmentConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         for name in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
             _check_nonneg(name, getattr(self, name))
         if isinstance(self.randaugment_n, bool) or not isinstance(self.randaugment_n, int) or not (
             0 <= self.randaugment_n <= 14
         ):
-            raise ValueError(f"AugmentConfig.randaugment_n must be an int in [0, 14], got {self.randaugment_n!r}")
+            raise ConfigError(f"AugmentConfig.randaugment_n must be an int in [0, 14], got {self.randaugment_n!r}")
         if not (isinstance(self.randaugment_m, (int, float)) and 0.0 <= float(self.randaugment_m) <= 10.0):
-            raise ValueError(
+            raise ConfigError(
                 f"AugmentConfig.randaugment_m must be in [0, 10] (timm scale), got {self.randaugment_m!r}"
             )
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"AugmentConfig.std must be positive, got {self.std!r}")
+            raise ConfigError(f"AugmentConfig.std must be positive, got {self.std!r}")
         if not (0.0 < float(self.eval_crop_ratio) <= 1.0):
-            raise ValueError(f"AugmentConfig.eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio!r}")
+            raise ConfigError(f"AugmentConfig.eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"AugmentConfig.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
             )
 
@@ -146,16 +152,23 @@ class AugmentConfig:
         """Build a config from a mapping (e.g. parsed JSON); lists become tuples.
 
         Raises:
-            TypeError: ``d`` is not a mapping.
-            ValueError: unknown keys (all are named, with the valid ones) or bad values.
+            ConfigError: ``d`` is not a mapping, has unknown keys (each named,
+                with the closest valid key) or bad values.
         """
         if not isinstance(d, Mapping):
-            raise TypeError(f"AugmentConfig.from_dict expects a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+            raise ConfigError(f"aug must be an object of augmentation settings, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown AugmentConfig key(s) {unknown}; valid keys: {sorted(known)}")
+            hints = "; ".join(f"{k!r}: did you mean {c[0]!r}?" if (c := difflib.get_close_matches(k, known, n=1))
+                              else f"{k!r}" for k in unknown)
+            raise ConfigError(f"unknown aug key(s): {hints} (valid keys: {', '.join(known)})")
         return cls(**dict(d))
+
+    def with_size(self, img_size: int) -> "AugmentConfig":
+        """A copy with ``img_size`` set (the model's input size, or a
+        progressive-resizing phase)."""
+        return dataclasses.replace(self, img_size=int(img_size))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (tuples as lists) that :meth:`from_dict` reads back."""

@@ -42,7 +42,9 @@ class EvalTransform(nn.Module):
 
     def __init__(self, cfg: AugmentConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg or AugmentConfig()
+        self.cfg = cfg or AugmentConfig(img_size=224)
+        if self.cfg.img_size is None:
+            raise ValueError("EvalTransform needs AugmentConfig.img_size (the evaluation input size in pixels)")
         self.normalize = Normalize(self.cfg.mean, self.cfg.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InputNotFoundError, InvalidInputError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ZIP_SEPARATOR",
@@ -56,11 +58,11 @@ def _archive(path: str) -> zipfile.ZipFile:
         zf = _archives.get(key)
         if zf is None:
             if not os.path.isfile(key):
-                raise FileNotFoundError(f"zip archive not found: {path}")
+                raise InputNotFoundError(f"zip archive not found: {path}")
             try:
                 zf = zipfile.ZipFile(key)
             except zipfile.BadZipFile as e:
-                raise ValueError(f"{path} is not a readable zip archive: {e}") from None
+                raise InvalidInputError(f"{path} is not a readable zip archive: {e}") from None
             _archives[key] = zf
         return zf
 
@@ -79,7 +81,7 @@ def _decode(data: bytes, spec: str) -> torch.Tensor:
             im = im.convert("RGB")
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot decode image {spec}: {e}") from None
+        raise InvalidInputError(f"cannot decode image {spec}: {e}") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -101,7 +103,7 @@ def open_image(spec: str | os.PathLike[str]) -> torch.Tensor:
     archive, member = split_spec(spec)
     if member is None:
         if not os.path.isfile(spec):
-            raise FileNotFoundError(f"image not found: {spec}")
+            raise InputNotFoundError(f"image not found: {spec}")
         with open(spec, "rb") as f:
             data = f.read()
     else:
@@ -109,9 +111,9 @@ def open_image(spec: str | os.PathLike[str]) -> torch.Tensor:
         try:
             data = zf.read(member)
         except KeyError:
-            raise FileNotFoundError(f"member {member!r} not found in zip archive {archive}") from None
+            raise InputNotFoundError(f"member {member!r} not found in zip archive {archive}") from None
         except (zipfile.BadZipFile, OSError) as e:
-            raise ValueError(f"cannot read {spec}: {e}") from None
+            raise InvalidInputError(f"cannot read {spec}: {e}") from None
     return _decode(data, spec)
 
 
@@ -124,7 +126,7 @@ def _expand_zip(archive: str, prefix: str | None) -> list[str]:
     found = sorted(n for n in names if n.startswith(folder) and not n.endswith("/") and _is_image_name(n))
     if not found:
         where = f"under {folder!r} " if folder else ""
-        raise FileNotFoundError(f"no images {where}in zip archive {archive}")
+        raise InputNotFoundError(f"no images {where}in zip archive {archive}")
     return [f"{archive}{ZIP_SEPARATOR}{n}" for n in found]
 
 
@@ -155,7 +157,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
                 str(p) for p in root.rglob("*") if p.is_file() and _is_image_name(p.name)
             )
             if not found:
-                raise FileNotFoundError(f"no images (extensions {sorted(IMAGE_EXTENSIONS)}) in folder {item}")
+                raise InputNotFoundError(f"no images (extensions {sorted(IMAGE_EXTENSIONS)}) in folder {item}")
             specs.extend(found)
         elif os.path.isfile(item):
             if item.lower().endswith(".zip") and zipfile.is_zipfile(item):
@@ -163,9 +165,9 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[str]:
             else:
                 specs.append(item)
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise InputNotFoundError(f"input not found: {item}")
     if not specs:
-        raise ValueError("no input images were given")
+        raise InvalidInputError("no input images were given")
     return specs
 
 

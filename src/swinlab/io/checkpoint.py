@@ -100,16 +100,15 @@ def torch_load_safely(path: str | os.PathLike[str], what: str = "checkpoint") ->
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        msg = str(err)
-        if "Weights only load failed" in msg and "truncated" not in msg:
-            found = re.search(r"GLOBAL ([\w.]+)", msg)
-            what_code = f" (it references {found.group(1)})" if found else ""
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:
             raise CheckpointError(
-                f"{path.name}: swinlab refuses to unpickle code or objects other than tensors{what_code}, so "
-                f"that loading a file never runs code. Re-save the checkpoint's state_dict in a trusted "
-                f"environment (torch.save(model.state_dict(), ...) or safetensors) to load it. File: {path}"
+                f"{path.name}: swinlab refuses to unpickle code or objects other than tensors (it references "
+                f"{found.group(1)}), so that loading a file never runs code. Re-save the checkpoint's state_dict "
+                f"in a trusted environment (torch.save(model.state_dict(), ...) or safetensors) to load it. "
+                f"File: {path}"
             ) from None
-        raise CheckpointError(f"{path}: cannot read this {what} (truncated or corrupt?)") from None
+        raise CheckpointError(f"{path}: cannot read this {what} (truncated, corrupt or not a torch file)") from None
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - torch.load raises many types on a damaged file

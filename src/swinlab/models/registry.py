@@ -52,6 +52,7 @@ class ModelSpec:
         crop_ratio: evaluation resize-then-centre-crop ratio; None: the
             official rule (0.875 below 384 px, 1.0 from 384 px on).
         interpolation: evaluation resize mode.
+        num_params: parameters at the default arguments (None: not recorded).
     """
 
     name: str
@@ -64,6 +65,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_ratio: float | None = None
     interpolation: str = DEFAULT_INTERPOLATION
+    num_params: int | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -166,8 +168,8 @@ def build_model(
         (the full constructor arguments) recorded on it.
 
     Raises:
-        UnknownModelError: unknown name. UsageError: an override the class does not take.
-        ValueError: inconsistent arguments (from the model class).
+        UnknownModelError: unknown name. UsageError: an override the class
+            does not take, or arguments the class rejects (its message).
     """
     spec = get_model_spec(name)
     for key, value in (("num_classes", num_classes), ("img_size", img_size), ("drop_path_rate", drop_path_rate)):
@@ -175,7 +177,11 @@ def build_model(
             overrides[key] = value
     check_overrides(name, overrides)
     kwargs = {**spec.kwargs, **overrides}
-    model = spec.builder(**kwargs)
+    try:
+        model = spec.builder(**kwargs)
+    except (ValueError, TypeError) as err:
+        changed = {k: kwargs[k] for k in overrides}
+        raise UsageError(f"cannot build model {name!r} with {changed}: {err}") from None
     model.model_name = name  # type: ignore[attr-defined]
     model.model_kwargs = kwargs  # type: ignore[attr-defined]
     return model

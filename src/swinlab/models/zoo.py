@@ -10,9 +10,47 @@ Transformer for Small-Size Datasets", Swin rows of Table 2).
 
 from __future__ import annotations
 
-from .registry import ModelSpec, register_model
+import dataclasses
+
+from .registry import ModelSpec
+from .registry import register_model as _register_model
 from .swin import SwinTransformer
 from .vit import VisionTransformer
+
+# Parameters of each entry at its default arguments (registry data for fast listings;
+# tests/test_models_registry.py counts every model and compares).
+_NUM_PARAMS = {
+    "swin_base_patch4_window12_384": 87903584,
+    "swin_base_patch4_window12_384_in22k": 109265609,
+    "swin_base_patch4_window7_224": 87768224,
+    "swin_base_patch4_window7_224_in22k": 109130249,
+    "swin_keras_cifar100_patch2_window2_32": 162996,
+    "swin_large_patch4_window12_384": 196735516,
+    "swin_large_patch4_window12_384_in22k": 228768133,
+    "swin_large_patch4_window7_224": 196532476,
+    "swin_large_patch4_window7_224_in22k": 228565093,
+    "swin_micro_patch4_window4_64": 917652,
+    "swin_s3_base_224": 71125762,
+    "swin_s3_small_224": 49737298,
+    "swin_s3_tiny_224": 28328674,
+    "swin_small_patch4_window7_224": 49606258,
+    "swin_small_patch4_window7_224_in22k": 65632987,
+    "swin_smalldata_patch2_window4_32": 7083262,
+    "swin_smalldata_patch4_window4_64": 7125218,
+    "swin_tiny_patch4_window7_224": 28288354,
+    "swin_tiny_patch4_window7_224_in22k": 44315083,
+    "swin_tiny_patch4_window7_64": 27654500,
+    "vit_base_patch16_224": 86567656,
+    "vit_keras_cifar100_patch6_72": 21759012,
+    "vit_small_patch16_224": 22050664,
+    "vit_tiny_patch16_224": 5717416,
+}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Register ``spec`` with its parameter count from ``_NUM_PARAMS``."""
+    return _register_model(dataclasses.replace(spec, num_params=_NUM_PARAMS.get(spec.name)))
+
 
 _RELEASE = "https://github.com/SwinTransformer/storage/releases/download"
 _S3_RELEASE = "https://github.com/silent-chen/AutoFormerV2-model-zoo/releases/download/v1.0.0"

@@ -1,11 +1,16 @@
 """The training run configuration: a typed dataclass, JSON recipes and overrides.
 
-A recipe is a JSON object whose keys are fields of :class:`TrainConfig`
-(``configs/*.json``). The CLI loads a recipe, then applies explicit flags
-and generic ``--set key=value`` overrides (dotted keys reach into the dict
-fields: ``aug.hflip=0``, ``model_overrides.window_size=8``). Unknown keys and
-values of the wrong type raise :class:`ConfigError` naming the key, the value
-and what was expected.
+A recipe is a JSON object whose keys are fields of :class:`TrainConfig`; the
+built-in recipes ship with the package (``swinlab/configs/*.json``, listed by
+:func:`list_recipes`). The command line loads a recipe, then applies its
+flags -- one per field, generated from the field list (:data:`FIELD_HELP`
+gives each its help) -- and generic ``--set key=value`` overrides (dotted keys
+reach into ``aug.*`` and ``model_overrides.*``). Every key is checked when it
+is parsed: unknown keys (with the closest valid one), values of the wrong
+type, augmentation settings (:class:`swinlab.data.AugmentConfig`) and model
+overrides (the model class's constructor arguments) raise
+:class:`~swinlab.errors.ConfigError` naming the key, the value and what was
+expected.
 
 The optimisation fields follow the official Swin training code
 (microsoft/Swin-Transformer ``config.py``: ``BASE_LR``, ``WARMUP_LR``,
@@ -16,6 +21,7 @@ linear lr scaling by ``global batch / 512``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import types
@@ -24,146 +30,117 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..data.config import AugmentConfig
+from ..errors import ConfigError, InputNotFoundError, UnknownModelError, UsageError
+from ..models.registry import check_overrides
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
+    "FIELD_HELP",
     "load_config",
     "find_config",
+    "list_recipes",
     "apply_overrides",
     "parse_set_items",
 ]
 
 AmpMode = Literal["none", "bf16", "fp16", "auto"]
 ScheduleName = Literal["cosine", "constant"]
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A bad configuration: unknown key, wrong type or inconsistent values."""
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its command-line help."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: json.loads(json.dumps(default)) if not dataclasses.is_dataclass(default)
+                     else dataclasses.replace(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (all JSON-serialisable).
+    """Every setting of a training run (all JSON-serialisable); each field's
+    help is in :data:`FIELD_HELP` (``swinlab train --help`` shows them)."""
 
-    Model:
-        model: a registered model name (``swinlab models``).
-        pretrained: weights to start from (file, folder, URL or Hub id).
-        pretrained_required: refuse to run without ``pretrained`` (fine-tuning recipes).
-        drop_path_rate: stochastic depth override (None: the model's).
-        model_overrides: other constructor arguments of the model.
-    Data (see :func:`swinlab.data.build_dataset`):
-        data: ``tiny-imagenet``, ``cifar10``, ``cifar100`` or ``folder``.
-        data_root: the data location (None: the data set's default).
-        num_classes: keep the first K classes (also sizes the head).
-        train_split, val_split, cache, skip_corrupt, num_workers.
-        load_size: resize every image (shorter side, then centre crop) to this
-            side on load so batches stack (default for ``folder``: img_size /
-            eval_crop_ratio rounded up; none for the fixed-size data sets).
-        aug: :class:`swinlab.data.AugmentConfig` fields (``img_size``
-            defaults to the model's input size).
-    Optimisation:
-        epochs, batch_size (per process), eval_batch_size, accum_steps.
-        lr: base learning rate; lr_scale_batch: when set (official: 512) the
-            lr, warmup_lr_init and min_lr are multiplied by
-            ``global_batch / lr_scale_batch``.
-        lr_schedule: ``cosine`` (linear warmup + cosine to min_lr) or
-            ``constant`` (warmup then constant).
-        warmup_epochs (may be fractional), warmup_lr_init, min_lr.
-        weight_decay, betas, eps: AdamW. layer_decay: layer-wise lr decay
-            factor (fine-tuning). linear_probe: train the head only.
-        clip_grad: max gradient norm (None: no clipping). label smoothing,
-            mixup and cutmix live in ``aug``.
-    Execution:
-        amp: ``none``, ``bf16``, ``fp16`` (CUDA, with a GradScaler) or
-            ``auto`` (fp16 on CUDA; bf16 on CPUs with AMX / AVX512-BF16, else
-            none). eval_amp: evaluate under the same autocast (default: full
-            precision, so the numbers match ``swinlab evaluate``). device: ``auto``, ``cpu``,
-            ``cuda``, ``cuda:1``... compile: torch.compile the model.
-        ema_decay: keep an exponential moving average of the weights (None: off).
-        seed, threads (torch intra-op threads; None: torch's default).
-    Run length (quick runs and benchmarks):
-        max_train_batches, max_val_batches: per-epoch batch limits.
-        time_budget_min: stop training when this many minutes of wall clock
-            (from the start of the run, data loading included) are spent,
-            then evaluate. time_budget_schedule: with a budget, the cosine
-            schedule follows the elapsed fraction of the budget when that is
-            ahead of the step count, so the lr reaches min_lr when time is up.
-        eval_every: evaluate every N epochs (and always after the last).
-    Output:
-        out: the run directory (None: ``runs/<name or model>``). name: a label.
-        resume: a checkpoint file or run directory to continue from.
-        overwrite: start afresh in a run directory that already holds a checkpoint.
-        export: export the best weights with :func:`swinlab.weights.save_pretrained`.
-        progress, tensorboard, plots: tqdm bars, TensorBoard events, curves.png.
-    """
-
-    name: str | None = None
-    description: str = ""
+    name: str | None = _f(None, "a label for the run (default run folder runs/<name>)")
+    description: str = _f("", "free text stored with the run")
     # model
-    model: str = "swin_micro_patch4_window4_64"
-    pretrained: str | None = None
-    pretrained_required: bool = False
-    drop_path_rate: float | None = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    model: str = _f("swin_micro_patch4_window4_64", "model name (see 'swinlab models')")
+    pretrained: str | None = _f(None, "initial weights: file, folder, run folder, URL or Hub id")
+    pretrained_required: bool = _f(False, "refuse to run without pretrained weights (fine-tuning recipes)")
+    drop_path_rate: float | None = _f(None, "stochastic depth rate (default: the model's)")
+    model_overrides: dict[str, Any] = _f({}, "other constructor arguments of the model (--set model_overrides.K=V)")
     # data
-    data: str = "tiny-imagenet"
-    data_root: str | None = None
-    num_classes: int | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    cache: bool = False
-    skip_corrupt: bool = False
-    num_workers: int = 0
-    load_size: int | None = None
-    aug: dict[str, Any] = field(default_factory=dict)
+    data: str = _f("tiny-imagenet", "data set: tiny-imagenet, cifar10, cifar100 or folder")
+    data_root: str | None = _f(None, "data location (tiny-imagenet: $SWINLAB_DATA, else the download cache)")
+    num_classes: int | None = _f(None, "keep the first K classes (also sizes the head)")
+    train_split: str = _f("train", "split to train on")
+    val_split: str = _f("val", "split to validate on")
+    holdout_fraction: float | None = _f(None, "validate on the last fraction of the train split instead of "
+                                              "val_split (reference 000: 0.1)")
+    cache: bool = _f(False, "decode the data set into memory first")
+    skip_corrupt: bool = _f(False, "skip undecodable images (counted and listed) instead of failing")
+    num_workers: int = _f(0, "data loader worker processes", flag="--workers")
+    load_size: int | None = _f(None, "resize every image to this side on load (folder data: default from img_size)")
+    aug: AugmentConfig = _f(AugmentConfig(), "augmentation (--set aug.KEY=VALUE; keys of swinlab.data.AugmentConfig)")
+    progressive_resize: list[list[float]] | None = _f(
+        None, "training input sizes by fraction of the run, e.g. [[0, 32], [0.4, 48], [0.75, 64]]")
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int | None = None
-    accum_steps: int = 1
-    lr: float = 1e-3
-    lr_scale_batch: int | None = None
-    lr_schedule: ScheduleName = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_lr_init: float = 1e-6
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    layer_decay: float | None = None
-    linear_probe: bool = False
-    clip_grad: float | None = None
+    epochs: int = _f(10, "epochs (an upper bound when a time budget is set)")
+    batch_size: int = _f(128, "batch size per process")
+    eval_batch_size: int | None = _f(None, "validation batch size (default: batch_size)")
+    accum_steps: int = _f(1, "gradient accumulation steps")
+    lr: float = _f(1e-3, "base learning rate")
+    lr_scale_batch: int | None = _f(None, "scale lr, warmup_lr_init and min_lr by global_batch / this (official: 512)")
+    lr_schedule: ScheduleName = _f("cosine", "cosine (warmup + cosine to min_lr) or constant (warmup then constant)")
+    warmup_epochs: float = _f(0.0, "linear warmup length in epochs (fractions allowed)")
+    warmup_lr_init: float = _f(1e-6, "lr at the start of the warmup")
+    min_lr: float = _f(1e-5, "lr at the end of the cosine")
+    weight_decay: float = _f(0.05, "AdamW weight decay")
+    decay_all_weights: bool = _f(False, "decay every weight, norms and biases too (Keras AdamW); default: "
+                                        "the official Swin groups")
+    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
+    eps: float = _f(1e-8, "AdamW epsilon (Keras: 1e-7)")
+    layer_decay: float | None = _f(None, "layer-wise lr decay factor (fine-tuning)")
+    linear_probe: bool = _f(False, "train the classifier head only")
+    clip_grad: float | None = _f(None, "max gradient norm (null: no clipping)")
     # execution
-    amp: AmpMode = "none"
-    eval_amp: bool = False
-    device: str = "auto"
-    compile: bool = False
-    ema_decay: float | None = None
-    seed: int = 0
-    threads: int | None = None
+    amp: AmpMode = _f("none", "mixed precision: none, bf16, fp16 (CUDA) or auto")
+    eval_amp: bool = _f(False, "evaluate under the training autocast (default: full precision)")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N")
+    compile: bool = _f(False, "torch.compile the training step's model (Inductor)")
+    ema_decay: float | None = _f(None, "keep an exponential moving average of the weights (e.g. 0.999)")
+    tta_hflip: bool = _f(False, "evaluate on each image and its mirror image (averaged logits)")
+    seed: int = _f(0, "random seed")
+    threads: int | None = _f(None, "torch CPU threads (default: torch's)")
     # run length
-    max_train_batches: int | None = None
-    max_val_batches: int | None = None
-    time_budget_min: float | None = None
-    time_budget_schedule: bool = True
-    eval_every: int = 1
+    max_train_batches: int | None = _f(None, "batches per epoch (quick runs)")
+    max_val_batches: int | None = _f(None, "validation batches (quick runs)")
+    time_budget_min: float | None = _f(None, "stop training after this many minutes (data loading included), then "
+                                             "evaluate; on --resume: minutes more")
+    time_budget_schedule: bool = _f(True, "with a time budget, the cosine follows the elapsed share of the budget")
+    eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
     # output
-    out: str | None = None
-    resume: str | None = None
-    overwrite: bool = False
-    export: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-    plots: bool = True
+    out: str | None = _f(None, "run folder (default runs/<name or model>)")
+    resume: str | None = _f(None, "run folder (or its last.pt) to continue, in that folder")
+    overwrite: bool = _f(False, "start afresh in a run folder that already holds a checkpoint")
+    export: bool = _f(False, "export the best weights to RUN/export (save_pretrained)")
+    progress: bool = _f(True, "progress bars")
+    tensorboard: bool = _f(True, "TensorBoard events in RUN/tb")
+    plots: bool = _f(True, "draw RUN/curves.png")
+    log_every: int = _f(20, "log train loss and lr every N optimizer steps (metrics_steps.csv, TensorBoard)")
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy of every field."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready copy of every field (``aug`` as a dict)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["aug"] = self.aug.to_dict()
+        return json.loads(json.dumps(out))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """Build from a mapping, checking keys and types.
+        """Build from a mapping, checking keys, types and values.
 
         Raises:
             ConfigError: ``data`` is not a mapping, has an unknown key or a value
@@ -184,50 +161,86 @@ class TrainConfig:
         Raises:
             ConfigError: naming the offending key and value.
         """
-
-        def bad(key: str, expected: str) -> ConfigError:
-            return ConfigError(f"{source}: {key}={getattr(self, key)!r} is invalid; expected {expected}")
-
-        for key in ("epochs", "batch_size", "accum_steps", "eval_every"):
-            if getattr(self, key) < 1:
-                raise bad(key, "an integer >= 1")
-        for key in ("eval_batch_size", "max_train_batches", "max_val_batches", "num_classes", "load_size"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise bad(key, "null or an integer >= 1")
-        if self.num_workers < 0:
-            raise bad("num_workers", "an integer >= 0")
-        if self.lr <= 0:
-            raise bad("lr", "a positive learning rate")
-        if self.min_lr < 0 or self.warmup_lr_init < 0 or self.weight_decay < 0:
-            raise ConfigError(f"{source}: min_lr, warmup_lr_init and weight_decay must be >= 0")
-        if self.warmup_epochs < 0:
-            raise bad("warmup_epochs", "a number >= 0")
-        if self.lr_scale_batch is not None and self.lr_scale_batch < 1:
-            raise bad("lr_scale_batch", "null or a positive batch size (official: 512)")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise bad("betas", "two numbers in [0, 1)")
-        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
-            raise bad("layer_decay", "null or a factor in (0, 1]")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            raise bad("clip_grad", "null or a positive max norm")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise bad("ema_decay", "null or a decay in (0, 1)")
-        if self.time_budget_min is not None and self.time_budget_min <= 0:
-            raise bad("time_budget_min", "null or a positive number of minutes")
-        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
-            raise bad("drop_path_rate", "null or a rate in [0, 1)")
-        if self.threads is not None and self.threads < 1:
-            raise bad("threads", "null or an integer >= 1")
+        _validate_ranges(self, source)
+        _validate_model(self, source)
+        if self.resume and self.out and Path(self.out).expanduser().resolve() != self.run_dir.resolve():
+            raise ConfigError(f"{source}: --resume continues in its own folder {self.run_dir}, and --out names "
+                              f"another ({self.out}); drop --out, or copy the run folder and resume the copy")
+        _validate_progressive(self.progressive_resize, source)
 
     @property
     def run_dir(self) -> Path:
-        """``out`` or ``runs/<name or model>``."""
-        return Path(self.out) if self.out else Path("runs") / (self.name or self.model)
+        """The run folder: the resumed folder, else ``out``, else ``runs/<name or model>``."""
+        if self.resume:
+            p = Path(self.resume).expanduser()
+            return p.parent if p.suffix == ".pt" else p
+        return Path(self.out).expanduser() if self.out else Path("runs") / (self.name or self.model)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+#: field name -> help text (the command line's flags are generated from it).
+FIELD_HELP = {name: f.metadata["help"] for name, f in _FIELDS.items()}
+
+
+def _validate_ranges(cfg: TrainConfig, source: str) -> None:
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}={getattr(cfg, key)!r} is invalid; expected {expected}")
+
+    for key in ("epochs", "batch_size", "accum_steps", "eval_every", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "an integer >= 1")
+    for key in ("eval_batch_size", "max_train_batches", "max_val_batches", "num_classes", "load_size", "threads"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise bad(key, "null or an integer >= 1")
+    checks = [
+        ("num_workers", cfg.num_workers >= 0, "an integer >= 0"),
+        ("lr", cfg.lr > 0, "a positive learning rate"),
+        ("min_lr", cfg.min_lr >= 0, "a number >= 0"),
+        ("warmup_lr_init", cfg.warmup_lr_init >= 0, "a number >= 0"),
+        ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
+        ("warmup_epochs", cfg.warmup_epochs >= 0, "a number >= 0"),
+        ("eps", cfg.eps > 0, "a positive number"),
+        ("lr_scale_batch", cfg.lr_scale_batch is None or cfg.lr_scale_batch >= 1, "null or a positive batch size"),
+        ("betas", len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), "two numbers in [0, 1)"),
+        ("layer_decay", cfg.layer_decay is None or 0.0 < cfg.layer_decay <= 1.0, "null or a factor in (0, 1]"),
+        ("clip_grad", cfg.clip_grad is None or cfg.clip_grad > 0, "null or a positive max norm"),
+        ("ema_decay", cfg.ema_decay is None or 0.0 < cfg.ema_decay < 1.0, "null or a decay in (0, 1)"),
+        ("time_budget_min", cfg.time_budget_min is None or cfg.time_budget_min > 0, "null or positive minutes"),
+        ("drop_path_rate", cfg.drop_path_rate is None or 0.0 <= cfg.drop_path_rate < 1.0, "null or a rate in [0, 1)"),
+        ("holdout_fraction", cfg.holdout_fraction is None or 0.0 < cfg.holdout_fraction < 1.0,
+         "null or a fraction in (0, 1)"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise bad(key, expected)
+
+
+def _validate_model(cfg: TrainConfig, source: str) -> None:
+    overrides = dict(cfg.model_overrides)
+    for key in ("num_classes", "pretrained"):
+        if key in overrides:
+            raise ConfigError(f"{source}: model_overrides may not set {key}; use the top-level key {key}")
+    try:
+        check_overrides(cfg.model, overrides)
+    except UnknownModelError as err:
+        raise ConfigError(f"{source}: model: {err}") from None
+    except UsageError as err:
+        raise ConfigError(f"{source}: model_overrides: {err}") from None
+
+
+def _validate_progressive(phases: list[list[float]] | None, source: str) -> None:
+    if phases is None:
+        return
+    ok = isinstance(phases, list) and phases and all(
+        isinstance(p, list) and len(p) == 2 and 0.0 <= p[0] < 1.0 and float(p[1]).is_integer() and p[1] >= 8
+        for p in phases)
+    starts = [p[0] for p in phases] if ok else []
+    if not ok or starts[0] != 0.0 or starts != sorted(set(starts)):
+        raise ConfigError(
+            f"{source}: progressive_resize={phases!r} is invalid; expected [[0, size], [fraction, size], ...] "
+            f"with increasing fractions in [0, 1) starting at 0 and sizes in pixels (>= 8)"
+        )
 
 
 def _type_name(tp: Any) -> str:
@@ -240,7 +253,7 @@ def _type_name(tp: Any) -> str:
         return "null"
     if origin in (list, tuple):
         return "a list"
-    if origin is dict:
+    if origin is dict or tp is AugmentConfig:
         return "an object"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
 
@@ -271,27 +284,37 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         if not isinstance(value, (list, tuple)):
             return False, value
         (item_tp,) = typing.get_args(tp)[:1] or (Any,)
-        out = []
-        for item in value:
-            ok, v = _coerce(item, item_tp) if item_tp is not Any else (True, item)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, out
+        items = [_coerce(v, item_tp) if item_tp is not Any else (True, v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
     if origin is dict:
         return isinstance(value, dict), dict(value) if isinstance(value, dict) else value
     return True, value
 
 
+def _unknown_key(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(_FIELDS), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else f"; known keys: {', '.join(_FIELDS)}"
+    return ConfigError(f"{source}: unknown key {key!r}{hint}")
+
+
 def _set_field(cfg: TrainConfig, key: str, value: Any, source: str) -> None:
     head, dot, rest = key.partition(".")
     if head not in _FIELDS:
-        import difflib
-
-        close = difflib.get_close_matches(head, list(_FIELDS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else f"; known keys: {', '.join(_FIELDS)}"
-        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        raise _unknown_key(key, source)
     tp = _HINTS[head]
+    if head == "aug":
+        aug = cfg.aug.to_dict() if dot else {}
+        if dot:
+            aug[rest] = value
+        elif not isinstance(value, dict):
+            raise ConfigError(f"{source}: key 'aug' has value {value!r}; expected an object")
+        else:
+            aug = value
+        try:
+            cfg.aug = AugmentConfig.from_dict(aug)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+        return
     if dot:
         if typing.get_origin(tp) is not dict:
             raise ConfigError(f"{source}: key {key!r}: {head!r} is not an object, it has no sub-keys")
@@ -306,7 +329,8 @@ def _set_field(cfg: TrainConfig, key: str, value: Any, source: str) -> None:
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
-    """A copy of ``cfg`` with ``overrides`` applied (dotted keys for dict fields).
+    """A copy of ``cfg`` with ``overrides`` applied (dotted keys for ``aug`` and
+    ``model_overrides``), validated.
 
     Raises:
         ConfigError: unknown key, wrong type or an invalid resulting config.
@@ -337,38 +361,38 @@ def parse_set_items(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def list_recipes() -> list[str]:
+    """Names of the built-in recipes (``swinlab/configs/*.json``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.json"))
+
+
 def find_config(name_or_path: str | os.PathLike[str]) -> Path:
-    """Resolve a recipe: a JSON path, or a recipe name looked up in
-    ``./configs/`` and the repository's ``configs/`` (``.json`` optional).
+    """Resolve a recipe: a JSON file path, or the name of a built-in recipe
+    (``quick_cpu_tiny_imagenet``, ``.json`` optional).
 
     Raises:
-        FileNotFoundError: nothing found (the message lists the places tried
-            and the recipes available).
+        InputNotFoundError: neither (the message lists the built-in recipes).
     """
-    p = Path(name_or_path)
+    p = Path(name_or_path).expanduser()
     if p.is_file():
         return p
-    stem = p.name if p.suffix == ".json" else p.name + ".json"
-    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[3] / "configs",
-            Path(__file__).resolve().parents[1] / "configs"]
-    tried = [p]
-    for d in dirs:
-        cand = d / stem
-        tried.append(cand)
-        if cand.is_file():
-            return cand
-    available = sorted({c.stem for d in dirs if d.is_dir() for c in d.glob("*.json")})
-    raise FileNotFoundError(
-        f"config {str(name_or_path)!r} not found (tried: {', '.join(map(str, tried))}); "
-        f"available recipes: {', '.join(available) or 'none'}"
+    stem = p.stem if p.suffix == ".json" else p.name
+    builtin = RECIPES_DIR / f"{stem}.json"
+    if p.parent == Path(".") and builtin.is_file():
+        return builtin
+    raise InputNotFoundError(
+        f"config {str(name_or_path)!r} not found: not a JSON file, nor a built-in recipe; "
+        f"available recipes: {', '.join(list_recipes()) or 'none'}"
     )
 
 
 def load_config(name_or_path: str | os.PathLike[str]) -> TrainConfig:
     """Load a JSON recipe (see :func:`find_config`) into a :class:`TrainConfig`.
 
+    Keys starting with ``_`` (``"_comment"``) are ignored.
+
     Raises:
-        FileNotFoundError: no such recipe.
+        InputNotFoundError: no such recipe.
         ConfigError: invalid JSON, unknown keys or bad values (naming the file).
     """
     path = find_config(name_or_path)
@@ -377,5 +401,5 @@ def load_config(name_or_path: str | os.PathLike[str]) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
     return TrainConfig.from_dict(data, source=str(path))

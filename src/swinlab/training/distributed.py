@@ -17,7 +17,19 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "shard_indices", "all_reduce_sum", "barrier"]
+from ..errors import UsageError
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup_distributed",
+    "epoch_indices",
+    "all_reduce_sum",
+    "any_rank",
+    "gather_objects",
+    "barrier",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -47,24 +59,24 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+        raise UsageError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``.
 
     Raises:
-        ValueError: an unknown device string, or CUDA asked for but unavailable.
+        UsageError: an unknown device string, or CUDA asked for but unavailable.
     """
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise UsageError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available on this machine")
+            raise UsageError(f"device={device!r} but CUDA is not available on this machine")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev
@@ -85,7 +97,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     dev = resolve_device(device, local_rank)
     if world > 1:
         if not 0 <= rank < world:
-            raise ValueError(f"RANK={rank} is outside [0, WORLD_SIZE={world})")
+            raise UsageError(f"RANK={rank} is outside [0, WORLD_SIZE={world})")
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
@@ -105,21 +117,36 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shard_indices(n: int, info: DistInfo, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
-    """This rank's dataset indices for ``epoch`` (``DistributedSampler`` rule).
+def epoch_indices(n: int, info: DistInfo, seed: int, epoch: int) -> list[int]:
+    """This rank's dataset indices for ``epoch``, in training order
+    (``torch.utils.data.DistributedSampler``'s rule).
 
-    The order is a permutation seeded by ``seed + epoch`` (identity when not
-    ``shuffle``), padded by wrapping to a multiple of ``world_size``; rank r
-    gets positions ``r::world_size``. Every rank gets the same count.
+    The order is a permutation of ``range(n)`` seeded by ``(seed, epoch)``
+    only, so a resumed run sees the same batches; it is padded by wrapping to
+    a multiple of ``world_size`` and rank r gets positions ``r::world_size``.
+    With one process that is the whole permutation. Consecutive global
+    batches of ``world_size * batch`` positions hold the same images as a
+    single process's batches of that size.
     """
-    if shuffle:
-        g = torch.Generator().manual_seed(int(seed) + int(epoch))
-        order = torch.randperm(n, generator=g).tolist()
-    else:
-        order = list(range(n))
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(n, generator=g).tolist()
     total = -(-n // info.world_size) * info.world_size
     order += order[: total - n]
     return order[info.rank : total : info.world_size]
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True when ``flag`` is true on any rank (every rank gets the same answer)."""
+    return all_reduce_sum([float(flag)], info)[0] > 0
+
+
+def gather_objects(obj: object, info: DistInfo) -> list[object]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (one process: ``[obj]``)."""
+    if not info.enabled:
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:

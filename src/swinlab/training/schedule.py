@@ -6,6 +6,11 @@ stepped every iteration, warmup from ``WARMUP_LR`` to ``BASE_LR`` over
 ``WARMUP_EPOCHS * steps_per_epoch`` steps, then
 ``min_lr + (base_lr - min_lr) * (1 + cos(pi * t / T)) / 2`` down to
 ``MIN_LR``; Loshchilov & Hutter 2017, SGDR, without restarts).
+
+A run that is extended on resume (more epochs, or more minutes) gets its
+schedule re-fitted from the current step (:meth:`WarmupCosineSchedule.refit`):
+a new cosine segment starts at the lr the run has reached and ends at
+``min_lr`` at the new last step, so the lr never jumps.
 """
 
 from __future__ import annotations
@@ -66,12 +71,20 @@ class WarmupCosineSchedule:
         self.kind = kind
         self.step_count = 0
         self.progress: float | None = None
+        self.segment_start: int = 0  # step where the current cosine segment starts
+        self.segment_lr: float | None = None  # its lr there (None: the original schedule)
         self._apply(self.lr_at(0))
 
     def lr_at(self, step: float) -> float:
         """The lr at iteration ``step`` (fractional steps allowed; clamped to
         ``[0, total_steps]``)."""
         step = min(max(float(step), 0.0), float(self.total_steps))
+        if self.segment_lr is not None and step >= self.segment_start:
+            if self.kind == "constant":
+                return self.segment_lr
+            span = self.total_steps - self.segment_start
+            t = (step - self.segment_start) / span if span > 0 else 1.0
+            return self.min_lr + 0.5 * (self.segment_lr - self.min_lr) * (1.0 + math.cos(math.pi * t))
         if step < self.warmup_steps:
             return self.warmup_lr_init + (self.base_lr - self.warmup_lr_init) * step / self.warmup_steps
         if self.kind == "constant":
@@ -86,9 +99,11 @@ class WarmupCosineSchedule:
         """Advance one iteration and apply its lr.
 
         Args:
-            progress: optional run fraction in [0, 1] (e.g. elapsed share of a
-                time budget); after warmup, the schedule uses
-                ``max(step, progress * total_steps)`` so it never lags behind it.
+            progress: optional fraction in [0, 1] of the current segment (e.g.
+                the elapsed share of a time budget); after warmup, the schedule
+                uses ``max(step, start + progress * (total_steps - start))``
+                (``start``: the segment's first step, 0 for the original
+                schedule) so it never lags behind it.
 
         Returns:
             the lr now applied (before the per-group ``lr_scale``).
@@ -97,10 +112,25 @@ class WarmupCosineSchedule:
         t = float(self.step_count)
         if progress is not None and self.step_count >= self.warmup_steps:
             self.progress = float(progress)
-            t = max(t, min(max(self.progress, 0.0), 1.0) * self.total_steps)
+            start = self.segment_start if self.segment_lr is not None else 0
+            t = max(t, start + min(max(self.progress, 0.0), 1.0) * (self.total_steps - start))
         lr = self.lr_at(t)
         self._apply(lr)
         return lr
+
+    def refit(self, total_steps: int) -> None:
+        """Extend (or shorten) the schedule to ``total_steps`` from the current
+        step without an lr jump: after warmup, a new cosine segment starts at
+        the current lr and reaches ``min_lr`` at ``total_steps``.
+
+        Raises:
+            ValueError: ``total_steps`` not after the current step.
+        """
+        if total_steps <= self.step_count:
+            raise ValueError(f"the schedule is at step {self.step_count}; cannot end it at step {total_steps}")
+        if self.step_count >= self.warmup_steps:
+            self.segment_start, self.segment_lr = self.step_count, self.last_lr
+        self.total_steps = int(total_steps)
 
     def _apply(self, lr: float) -> None:
         self.last_lr = lr
@@ -118,6 +148,8 @@ class WarmupCosineSchedule:
             "min_lr": self.min_lr,
             "kind": self.kind,
             "last_lr": self.last_lr,
+            "segment_start": self.segment_start,
+            "segment_lr": self.segment_lr,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -126,7 +158,8 @@ class WarmupCosineSchedule:
         Raises:
             KeyError: ``step_count`` missing.
         """
-        for key in ("base_lr", "total_steps", "warmup_steps", "warmup_lr_init", "min_lr", "kind"):
+        for key in ("base_lr", "total_steps", "warmup_steps", "warmup_lr_init", "min_lr", "kind", "segment_start",
+                    "segment_lr"):
             if key in state:
                 setattr(self, key, state[key])
         self.step_count = int(state["step_count"])

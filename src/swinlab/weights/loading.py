@@ -402,7 +402,10 @@ def load_pretrained(
         state_dict = to_swinlab(raw, report.layout)
     except ValueError as err:
         raise InvalidInputError(f"{where}: {err}") from None
-    state_dict, adapt = adapt_state_dict(state_dict, model)
+    try:
+        state_dict, adapt = adapt_state_dict(state_dict, model)
+    except ValueError as err:
+        raise InvalidInputError(f"{where}: {err}") from None
     report.adapted = adapt.adapted
     report.reinitialized = adapt.reinitialized
     return load_state_dict_checked(model, state_dict, strict=strict, report=report)

@@ -1,0 +1,171 @@
+"""What a training run is built from: the precision, the data, the model and
+its optimizer, and the input-size schedule. :mod:`.engine` puts them together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .. import data
+from ..data.config import AugmentConfig
+from ..errors import ConfigError, UsageError
+from ..factory import create_model
+from ..models.registry import get_model_spec
+from .config import TrainConfig
+from .distributed import DistInfo
+
+__all__ = ["choose_precision", "TrainData", "build_data", "build_model", "ResizeSchedule", "cpu_flags"]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``amp`` on ``device`` and why (a phrase for the log).
+
+    ``auto``: float16 on CUDA (with a GradScaler); on a CPU bfloat16 only
+    when it has AMX tiles (``amx_bf16``), where bf16 matrix products are
+    several times faster than fp32; else fp32.
+
+    Raises:
+        UsageError: ``fp16`` on a CPU, or an unknown mode.
+    """
+    if amp == "none":
+        return None, "amp=none"
+    if amp == "bf16":
+        return torch.bfloat16, "amp=bf16"
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise UsageError(f"amp='fp16' needs a CUDA device (got {device}); use amp='bf16' or 'none' on a CPU")
+        return torch.float16, "amp=fp16"
+    if amp != "auto":
+        raise UsageError(f"amp={amp!r}: expected 'none', 'bf16', 'fp16' or 'auto'")
+    if device.type == "cuda":
+        return torch.float16, "amp=auto on CUDA"
+    if "amx_bf16" in cpu_flags():
+        return torch.bfloat16, "amp=auto: this CPU has AMX bf16 tiles"
+    return None, "amp=auto: no AMX on this CPU, so fp32 is the fast choice"
+
+
+class _Split(Dataset):
+    """Items ``indices`` of a data set, keeping its class attributes."""
+
+    def __init__(self, base: Any, indices: list[int]) -> None:
+        self.base, self.indices = base, indices
+        for key in ("classes", "class_names", "num_classes", "skipped"):
+            setattr(self, key, getattr(base, key, None))
+        self.targets = [base.targets[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.indices[i]]
+
+
+@dataclass
+class TrainData:
+    """The data of a run: the two splits, class lists and the full-size augmentation settings."""
+
+    train: Any
+    val: Any
+    num_classes: int
+    classes: list[str]
+    class_names: list[str]
+    aug: AugmentConfig
+
+
+def model_img_size(cfg: TrainConfig) -> int:
+    """The model's input side in pixels: ``model_overrides.img_size``, else the registry's."""
+    size = cfg.model_overrides.get("img_size", get_model_spec(cfg.model).kwargs.get("img_size", 224))
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _dataset(cfg: TrainConfig, split: str, transform: Any, progress: bool) -> Any:
+    ds = data.build_dataset(cfg.data, cfg.data_root, split=split, num_classes=cfg.num_classes,
+                            skip_corrupt=cfg.skip_corrupt, transform=transform)
+    if cfg.cache and hasattr(ds, "build_cache"):
+        ds.build_cache(progress=progress)
+    return ds
+
+
+def build_data(cfg: TrainConfig, progress: bool) -> TrainData:
+    """Build the training and validation splits (validated, decoded into
+    memory with ``cache``) and the augmentation settings at full size.
+
+    Raises:
+        ConfigError: bad augmentation settings. InputError / DataError: data
+            that cannot be found or read (from :func:`swinlab.data.build_dataset`).
+    """
+    aug = cfg.aug if cfg.aug.img_size is not None else cfg.aug.with_size(model_img_size(cfg))
+    load_size = cfg.load_size
+    if load_size is None and cfg.data.lower() == "folder":
+        load_size = math.ceil(aug.img_size / aug.eval_crop_ratio)
+    resize = data.ResizeUint8(load_size, interpolation=aug.interpolation) if load_size else None
+    train = _dataset(cfg, cfg.train_split, resize, progress)
+    if cfg.holdout_fraction:
+        n_train = int(len(train) * (1 - cfg.holdout_fraction))  # the Keras example's np.split
+        train, val = _Split(train, list(range(n_train))), _Split(train, list(range(n_train, len(train))))
+    else:
+        val = _dataset(cfg, cfg.val_split, resize, progress)
+    classes = [str(c) for c in train.classes]
+    names = [str(c) for c in (getattr(train, "class_names", None) or classes)]
+    return TrainData(train, val, int(train.num_classes), classes, names, aug)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pretrained: bool) -> nn.Module:
+    """The model of ``cfg`` with ``num_classes`` outputs built for ``img_size``
+    (and its pretrained weights unless resuming).
+
+    Raises:
+        ConfigError: a fine-tuning recipe without ``pretrained``.
+    """
+    spec_kwargs = get_model_spec(cfg.model).kwargs
+    overrides = dict(cfg.model_overrides)
+    if "img_size" not in overrides and spec_kwargs.get("img_size") not in (None, img_size) \
+            and "resize_to" not in spec_kwargs:
+        overrides["img_size"] = img_size
+    if cfg.pretrained_required and not cfg.pretrained:
+        raise ConfigError(f"this recipe fine-tunes pretrained weights: set pretrained (--pretrained SOURCE) "
+                          f"for model {cfg.model!r}")
+    dpr_override = overrides.pop("drop_path_rate", None)
+    dpr = cfg.drop_path_rate if cfg.drop_path_rate is not None else dpr_override
+    return create_model(cfg.model, num_classes=num_classes, drop_path_rate=dpr,
+                        pretrained=(cfg.pretrained or None) if load_pretrained else None, **overrides)
+
+
+class ResizeSchedule:
+    """Progressive resizing: the training input size for a fraction of the run.
+
+    Args:
+        phases: ``[[start_fraction, size], ...]`` (fractions increasing from
+            0), or None for one size.
+        full_size: the size without phases (and of evaluation).
+
+    ``size_at(f)`` gives the size of the last phase that starts at or before
+    fraction ``f`` in [0, 1] (of the time budget, or of the steps).
+    """
+
+    def __init__(self, phases: list[list[float]] | None, full_size: int) -> None:
+        self.phases = [(float(f), int(s)) for f, s in phases] if phases else [(0.0, int(full_size))]
+
+    def size_at(self, fraction: float) -> int:
+        size = self.phases[0][1]
+        for start, s in self.phases:
+            if fraction >= start:
+                size = s
+        return size
