@@ -3,11 +3,17 @@ per-class accuracy and a confusion matrix.
 
 The data set, its class subset and the preprocessing default to those stored
 in the checkpoint (``config`` / ``aug_config``); flags override them.
+
+With ``--skip-corrupt`` every image of the split is decoded once before the
+evaluation and the unreadable ones are left out, so ``num_images`` counts the
+readable images exactly; their number and list (with reasons) are printed and
+written to ``metrics.json`` (``skipped``, ``skipped_images``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -16,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..data import build_dataset, build_loader
+from ..inference.loading import eval_transform_for, load_model
+from ..inference.reports import save_per_class_csv
+from ..plots import plot_confusion_matrix
+from ..training.evaluation import evaluate_model
+from .inputs import add_input_args, report_skipped, skip_hint
 
 __all__ = ["register", "run", "USER_ERRORS", "guarded", "resolve_device", "add_model_args"]
 
@@ -110,8 +123,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=_positive_int, help="override the eval input size [pixels]")
     p.add_argument("--crop-ratio", type=float, help="override the eval centre-crop ratio (0, 1]")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), help="override the resize mode")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip undecodable images instead of failing")
+    p.add_argument(
+        "--skip-corrupt", action="store_true",
+        help="decode the split first and leave unreadable images out (counted and listed) instead of failing",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_input_args(p, skip=False, progress=False)
     p.set_defaults(func=run)
     return p
 
@@ -121,12 +138,6 @@ def _fmt_nan(values: list[float]) -> list[float | None]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..data import build_dataset, build_loader
-    from ..inference.loading import eval_transform_for, load_model
-    from ..inference.reports import save_per_class_csv
-    from ..plots import plot_confusion_matrix
-    from ..training.evaluation import evaluate_model
-
     device = resolve_device(args.device)
     model, info = load_model(args.source, device=device, ema=args.ema)
     cfg = info.config or {}
@@ -143,14 +154,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     transform = eval_transform_for(
         info, img_size=args.img_size, eval_crop_ratio=args.crop_ratio, interpolation=args.interpolation
     )
-    dataset = build_dataset(
-        data,
-        root=data_root,
-        split=split,
-        num_classes=num_classes,
-        skip_corrupt=args.skip_corrupt,
-        transform=transform,
-    )
+    hint = contextlib.nullcontext() if args.skip_corrupt else skip_hint()
+    with hint:
+        dataset = build_dataset(
+            data,
+            root=data_root,
+            split=split,
+            num_classes=num_classes,
+            skip_corrupt=args.skip_corrupt,
+            transform=transform,
+            max_pixels=args.max_pixels,
+            progress=not args.no_progress,
+        )
     n_data = int(dataset.num_classes)
     if n_data != info.num_classes:
         raise ValueError(
@@ -165,16 +180,19 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{data_classes[diff]!r} vs {info.classes[diff]!r}); labels would not match"
         )
     loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
-    res = evaluate_model(
-        model,
-        loader,
-        None,
-        device=device,
-        amp_dtype=_AMP[args.amp],
-        max_batches=args.max_batches,
-        progress=not args.no_progress,
-        num_classes=info.num_classes,
-    )
+    hint = contextlib.nullcontext() if args.skip_corrupt else skip_hint()
+    with hint:
+        res = evaluate_model(
+            model,
+            loader,
+            None,
+            device=device,
+            amp_dtype=_AMP[args.amp],
+            max_batches=args.max_batches,
+            progress=not args.no_progress,
+            num_classes=info.num_classes,
+        )
+    skipped = list(getattr(dataset, "skipped_images", []))
 
     if args.out:
         out = Path(args.out)
@@ -209,6 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         "top5": res["top5"],
         "loss": res["loss"],
         "num_images": res["num_images"],
+        "skipped": len(skipped),
+        "skipped_images": [item.to_dict() for item in skipped],
         "per_class_acc": _fmt_nan(res["per_class_acc"]),
     }
     metrics_path = out / "metrics.json"
@@ -222,7 +242,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"top-5:  {res['top5']:.2f} %")
     print(f"loss:   {res['loss']:.4f}")
     print(f"images: {res['num_images']}")
+    print(f"skipped: {len(skipped)} unreadable image(s)" + (" (listed in metrics.json)" if skipped else ""))
     print(f"wrote:  {metrics_path}, {csv_path}, {png_path}")
+    report_skipped(skipped, len(dataset) + len(skipped))
     return 0
 
 
