@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,34 +138,23 @@ def _fmt_nan(values: list[float]) -> list[float | None]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model, info = load_model(args.source, device=device, ema=args.ema)
-    cfg = info.config or {}
-    data = args.data or cfg.get("data")
-    if not data:
-        raise ValueError(f"no --data given and {args.source} has no training config naming its data set")
-    same_data = data == cfg.get("data")
-    data_root = args.data_root or (cfg.get("data_root") if same_data else None)
-    num_classes = args.num_classes or (cfg.get("num_classes") if same_data else None)
-    split = args.split or (cfg.get("val_split") if same_data else None) or "val"
+def _eval_dataset(args: argparse.Namespace, info: Any, data: str, root: str | None, num_classes: int | None,
+                  split: str) -> Any:
+    """The evaluation data set, with per-image preprocessing (resize shorter side, centre crop,
+    normalise) inside it, so that images of different sizes (folder data) batch; the official
+    test transform is per image too. Checks its classes against the model's.
 
-    # per-image preprocessing (resize shorter side, centre crop, normalise) inside the data set,
-    # so that images of different sizes (folder data) batch; the official test transform is per image too.
+    Raises:
+        ValueError: another number or order of classes than the model's.
+    """
     transform = eval_transform_for(
         info, img_size=args.img_size, eval_crop_ratio=args.crop_ratio, interpolation=args.interpolation
     )
-    hint = contextlib.nullcontext() if args.skip_corrupt else skip_hint()
-    with hint:
+    with warnings.catch_warnings():  # the data set's "skipped N unreadable" warning: reported by _evaluate
+        warnings.filterwarnings("ignore", message="skipped .* unreadable image", category=RuntimeWarning)
         dataset = build_dataset(
-            data,
-            root=data_root,
-            split=split,
-            num_classes=num_classes,
-            skip_corrupt=args.skip_corrupt,
-            transform=transform,
-            max_pixels=args.max_pixels,
-            progress=not args.no_progress,
+            data, root=root, split=split, num_classes=num_classes, skip_corrupt=args.skip_corrupt,
+            transform=transform, max_pixels=args.max_pixels, progress=not args.no_progress,
         )
     n_data = int(dataset.num_classes)
     if n_data != info.num_classes:
@@ -179,9 +169,23 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"class order differs between the data set and the checkpoint (index {diff}: "
             f"{data_classes[diff]!r} vs {info.classes[diff]!r}); labels would not match"
         )
-    loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
-    hint = contextlib.nullcontext() if args.skip_corrupt else skip_hint()
-    with hint:
+    return dataset
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model, info = load_model(args.source, device=device, ema=args.ema)
+    cfg = info.config or {}
+    data = args.data or cfg.get("data")
+    if not data:
+        raise ValueError(f"no --data given and {args.source} has no training config naming its data set")
+    same_data = data == cfg.get("data")
+    data_root = args.data_root or (cfg.get("data_root") if same_data else None)
+    num_classes = args.num_classes or (cfg.get("num_classes") if same_data else None)
+    split = args.split or (cfg.get("val_split") if same_data else None) or "val"
+    with contextlib.nullcontext() if args.skip_corrupt else skip_hint():
+        dataset = _eval_dataset(args, info, data, data_root, num_classes, split)
+        loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
         res = evaluate_model(
             model,
             loader,

@@ -81,17 +81,8 @@ def build_dataset(
             **image_file_options,
         )
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
-        return CIFAR(
-            key.replace("-", ""),
-            root,
-            split,
-            num_classes=num_classes,
-            label_type=label_type,
-            transform=transform,
-            download=download,
-            url=url,
-            md5=md5,
-        )
+        return CIFAR(key.replace("-", ""), root, split, num_classes=num_classes, label_type=label_type,
+                     transform=transform, download=download, url=url, md5=md5)
     if key in ("folder", "imagefolder", "image-folder"):
         if root is None:
             raise UsageError("build_dataset('folder') needs root=<folder with one sub-folder per class>")
