@@ -6,7 +6,7 @@ File formats:
   a JSON sidecar ``<stem>.names.json`` (a list of strings) next to it.
 * ``.safetensors``: tensor ``"features"`` ``(N, C)`` float32; the names are
   the JSON list in the metadata key ``"names"``.
-* with ``skipped`` given (``swinlab features --skip-corrupt`` always gives
+* with ``skipped`` given (``swinlab features`` always gives
   it), the unreadable inputs that were left out go to a second sidecar
   ``<stem>.skipped.json`` next to the file, for both formats: a JSON list of
   ``{"input": ..., "error": ...}`` (``[]`` when none was skipped). The rows
