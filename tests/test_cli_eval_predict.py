@@ -153,7 +153,9 @@ def test_predict_end_to_end(setup, capsys):
     rc = main(["predict", str(run), str(data / "val"), "--topk", "2", "--json", "--device", "cpu"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    result = json.loads(captured.out)
+    output = json.loads(captured.out)
+    assert output["skipped"] == []
+    result = output["results"]
     files = _files(data / "val")
     assert [r["input"] for r in result] == files
     for r in result:

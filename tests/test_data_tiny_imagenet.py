@@ -105,21 +105,24 @@ def test_corrupt_image_named_and_skipped(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=rf"cannot decode image '.*{WNIDS[0]}_9.JPEG' in .*tiny-imagenet-200.zip"):
         ds[bad]
     assert isinstance(pytest.raises(CorruptImageError, ds.__getitem__, bad).value, ValueError)
-    skip = build_dataset("tiny-imagenet", arc, "train", skip_corrupt=True)
-    with pytest.warns(RuntimeWarning, match=f"{WNIDS[0]}_9.JPEG"):
-        img, label = skip[bad]
-    assert img.shape == (3, 64, 64) and skip.skipped == 1
-    assert torch.equal(img, skip.get_image(bad + 1)) and label == skip.targets[bad + 1]  # next readable item stands in
+    # skip_corrupt: the unreadable file is dropped from the index at construction (exact count,
+    # never substituted by a neighbour), with its reason
+    with pytest.warns(RuntimeWarning, match=f"skipped 1 unreadable image.*{WNIDS[0]}_9.JPEG"):
+        skip = build_dataset("tiny-imagenet", arc, "train", skip_corrupt=True)
+    assert skip.skipped == 1 and len(skip) == len(ds) - 1
+    assert [s.input for s in skip.skipped_images] == [ds.image_names[bad]]
+    assert "cannot decode image" in skip.skipped_images[0].error
+    assert ds.image_names[bad] not in skip.image_names
+    assert [skip[i][1] for i in range(len(skip))] == [y for i, y in enumerate(ds.targets) if i != bad]
+    assert skip.verify() == 1 and skip.skipped == 1  # verified once, not counted twice
     with pytest.raises(ValueError, match="cannot decode image"):
         build_dataset("tiny-imagenet", arc, "train", cache=True)
-    with pytest.warns(RuntimeWarning, match="skipped 1 corrupt"):
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable"):
         cached = build_dataset("tiny-imagenet", arc, "train", cache=True, skip_corrupt=True)
     assert cached.skipped == 1 and len(cached) == len(ds) - 1 and cached.cached
     assert all("_9.JPEG" not in n for n in cached.image_names)
-    clean = build_dataset("tiny-imagenet", arc, "train", skip_corrupt=True)
-    with pytest.warns(RuntimeWarning):
-        assert clean.verify(num_threads=2) == 1
-    assert clean.targets == cached.targets and clean.image_names == cached.image_names
+    assert cached.targets == skip.targets and cached.image_names == skip.image_names
+    assert cached.skipped_images == skip.skipped_images
 
 
 def test_cache_equals_lazy_decode(tmp_path: Path) -> None:

@@ -1,6 +1,10 @@
-"""``swinlab predict``: top-k classes of images (files, folders, ``A.zip``,
-``A.zip::FOLDER/`` or ``A.zip::MEMBER``), as a table or JSON, optionally
-with one attention-map figure per image."""
+"""``swinlab predict``: top-k classes of images, as a table or JSON, optionally
+with one attention-map figure per image.
+
+``--json`` prints one object: ``{"results": [{"input", "predictions": [...]}, ...],
+"skipped": [{"input", "error"}, ...]}``; ``skipped`` lists the unreadable
+images left out with ``--skip-corrupt`` (empty without it).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..data.images import SkippedInput, expand_inputs, open_image, spec_display_name, split_spec
+from ..inference.attention import attention_maps, denormalize
+from ..inference.loading import eval_transform_for, load_model
+from ..inference.predict import predict
+from ..plots import save_attention_figure
+from ..training.distributed import resolve_device
 from .common import add_source_args, positive_int
+from .inputs import add_input_args, check_some_read, report_skipped, skip_hint
 
-__all__ = ["register", "run", "format_table"]
+__all__ = ["register", "run", "format_table", "format_json", "short_name"]
 
 _DESCRIPTION = """\
 Top-k classes of images: files, folders, zip archives (A.zip), folders inside them (A.zip::FOLDER/) or
 single members (A.zip::MEMBER), printed as a table or as JSON, optionally with one attention-map figure
-per image.
+per image. Class names are shortened to their first synonym in the table (--names full for all).
 """
 
 
@@ -29,70 +40,72 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder, A.zip, A.zip::FOLDER/ or A.zip::MEMBER")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--names", choices=("first", "full"), default="first",
+                   help="class names in the table: the first synonym (default) or the full name")
     p.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
     p.add_argument("--attention-out", metavar="DIR", help="write one attention-map PNG per input into DIR")
+    add_input_args(p)
     p.set_defaults(func=run)
     return p
 
 
-def format_table(specs: list[str], preds: list[list[tuple[int, str, float]]]) -> str:
+def short_name(name: str) -> str:
+    """The first synonym of a WordNet-style class name (``"goldfish, Carassius auratus"`` -> ``"goldfish"``)."""
+    return name.split(",")[0].strip() or name
+
+
+def format_table(specs: list[str], preds: list[list[tuple[int, str, float]]], names: str = "first") -> str:
     """Rows ``input  rank  class  probability`` with aligned columns."""
     rows = [("input", "rank", "class", "probability")]
     for spec, plist in zip(specs, preds):
         for rank, (idx, name, prob) in enumerate(plist, start=1):
-            rows.append((spec if rank == 1 else "", str(rank), f"{name} ({idx})", f"{prob:.4f}"))
+            shown = short_name(name) if names == "first" else name
+            rows.append((spec if rank == 1 else "", str(rank), f"{shown} ({idx})", f"{prob:.4f}"))
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows)
 
 
-def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_dir: Path) -> list[Path]:
-    from ..inference.attention import attention_maps, denormalize
-    from ..plots import save_attention_figure
-    from ..inference.images import open_image, spec_display_name, split_spec
-    from ..inference.loading import eval_transform_for
+def format_json(specs: list[str], preds: list[list[tuple[int, str, float]]], skipped: list[SkippedInput]) -> str:
+    """The ``--json`` output (module docstring); class names in full."""
+    results = [
+        {"input": spec,
+         "predictions": [{"rank": r, "index": idx, "class": name, "probability": prob}
+                         for r, (idx, name, prob) in enumerate(plist, start=1)]}
+        for spec, plist in zip(specs, preds)
+    ]
+    return json.dumps({"results": results, "skipped": [s.to_dict() for s in skipped]}, indent=2)
 
+
+def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_dir: Path,
+                     max_pixels: int | None) -> list[Path]:
     transform = eval_transform_for(info)
     device = next(model.parameters()).device
-    if hasattr(transform, "to"):
-        transform = transform.to(device)
     written = []
     for i, spec in enumerate(specs):
-        x = transform(open_image(spec).unsqueeze(0).to(device))[0]
+        x = transform(open_image(spec, max_pixels=max_pixels).unsqueeze(0).to(device))[0]
         maps = attention_maps(model, x)
         idx, name, prob = preds[i][0]
         path = out_dir / f"{i:04d}_{spec_display_name(spec)}.png"
-        title = f"{Path(split_spec(spec)[1] or spec).name}: {name} ({prob:.1%})"
+        title = f"{Path(split_spec(spec)[1] or spec).name}: {short_name(name)} ({prob:.1%})"
         written.append(save_attention_figure(path, denormalize(x, info.mean, info.std), maps, suptitle=title))
     return written
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab predict`` with parsed arguments; returns the exit code."""
-    from ..inference.images import expand_inputs
-    from ..inference.loading import load_model
-    from ..inference.predict import predict
-    from ..training.distributed import resolve_device
-
-    device = resolve_device(args.device)
-    model, info = load_model(args.source, device=device, ema=args.ema)
+    model, info = load_model(args.source, device=resolve_device(args.device), ema=args.ema)
     specs = expand_inputs(args.inputs)
-    preds = predict(model, info, specs, topk=args.topk, batch_size=args.batch_size)
-    if args.json:
-        out = [
-            {
-                "input": spec,
-                "predictions": [
-                    {"rank": r, "index": idx, "class": name, "probability": prob}
-                    for r, (idx, name, prob) in enumerate(plist, start=1)
-                ],
-            }
-            for spec, plist in zip(specs, preds)
-        ]
-        print(json.dumps(out, indent=2))
-    else:
-        print(format_table(specs, preds))
+    skipped: list[SkippedInput] | None = [] if args.skip_corrupt else None
+    with skip_hint():
+        preds = predict(model, info, specs, topk=args.topk, batch_size=args.batch_size, skipped=skipped,
+                        max_pixels=args.max_pixels, progress=not args.no_progress)
+    skipped = skipped or []
+    check_some_read(skipped, len(specs))
+    gone = {s.index for s in skipped}
+    kept = [spec for i, spec in enumerate(specs) if i not in gone]
+    print(format_json(kept, preds, skipped) if args.json else format_table(kept, preds, args.names))
     if args.attention_out:
-        written = _write_attention(model, info, specs, preds, Path(args.attention_out))
+        written = _write_attention(model, info, kept, preds, Path(args.attention_out), args.max_pixels)
         print(f"wrote {len(written)} attention figure(s) to {args.attention_out}", file=sys.stderr)
+    report_skipped(skipped, len(specs))
     return 0

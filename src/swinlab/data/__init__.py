@@ -4,17 +4,20 @@ Main entry points: :func:`build_dataset`, :class:`AugmentConfig`, :class:`BatchA
 :class:`EvalTransform`, :func:`build_loader`, :class:`Mixup`, :class:`ResizeUint8`.
 """
 
+from ..constants import IMAGE_EXTENSIONS
 from .augment import BatchAugment, kornia_randaugment_magnitude
 from .base import ImageDataset
 from .build import DATASETS, build_dataset
 from .cifar import CIFAR, CIFAR10, CIFAR100
 from .config import AugmentConfig
-from .decode import CorruptImageError, decode_image
+from .decode import DATASET_MAX_PIXELS, DEFAULT_MAX_PIXELS, CorruptImageError, decode_image
 from .eval_transform import EvalTransform, Normalize
-from .folder import IMAGE_EXTENSIONS, ImageFolder
+from .folder import ImageFolder
+from .images import SkippedInput, expand_inputs, open_image
 from .loader import build_loader, collate_images, epoch_seed
 from .mixup import Mixup, cutmix_box, smooth_one_hot
 from .resize import ResizeUint8, center_crop, resize, resize_shorter
+from .sources import DEFAULT_MAX_BYTES
 from .tiny_imagenet import TinyImageNet
 
 __all__ = [
@@ -25,6 +28,9 @@ __all__ = [
     "CIFAR100",
     "CorruptImageError",
     "DATASETS",
+    "DATASET_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
     "EvalTransform",
     "IMAGE_EXTENSIONS",
     "ImageDataset",
@@ -32,6 +38,7 @@ __all__ = [
     "Mixup",
     "Normalize",
     "ResizeUint8",
+    "SkippedInput",
     "TinyImageNet",
     "build_dataset",
     "build_loader",
@@ -40,7 +47,9 @@ __all__ = [
     "cutmix_box",
     "decode_image",
     "epoch_seed",
+    "expand_inputs",
     "kornia_randaugment_magnitude",
+    "open_image",
     "resize",
     "resize_shorter",
     "smooth_one_hot",

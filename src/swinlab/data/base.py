@@ -1,4 +1,12 @@
-"""Common base of the image-classification data sets: items, corrupt-file handling, cache."""
+"""Common base of the image-classification data sets: items, corrupt-file handling, cache.
+
+Unreadable files (``skip_corrupt=True``) are dropped from the index *before*
+the data set is used -- by :meth:`ImageDataset.verify` (decode every file
+once, threaded) or by :meth:`ImageDataset.build_cache` -- so ``len()``, the
+loaders and ``evaluate`` count exactly the readable images, and no item ever
+stands in for another. The dropped files are listed with their reasons in
+``skipped_images``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,10 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .decode import CorruptImageError
+from ..errors import CorruptImageError, DataError, InputNotFoundError, InvalidInputError, UsageError
+from .decode import DATASET_MAX_PIXELS, decode_image
+from .images import SkippedInput
+from .sources import Source
 
 __all__ = ["ImageDataset", "check_num_classes", "default_num_threads"]
 
@@ -29,10 +40,11 @@ def check_num_classes(num_classes: object, available: int) -> None:
     """Validate a ``num_classes`` subset request against the ``available`` classes.
 
     Raises:
-        ValueError: ``num_classes`` is not an int (bools rejected) in ``[1, available]``.
+        UsageError: (a ``ValueError``) ``num_classes`` is not an int (bools rejected)
+            in ``[1, available]``.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= available:
-        raise ValueError(f"num_classes must be an int in [1, {available}], got {num_classes!r}")
+        raise UsageError(f"num_classes must be an int in [1, {available}], got {num_classes!r}")
 
 
 class ImageDataset(Dataset):
@@ -46,15 +58,21 @@ class ImageDataset(Dataset):
         class_names: human-readable class names in label order.
         targets: label of every item.
         image_names: name of every item's file (archive member path or file path).
-        skipped: number of corrupt files skipped so far (``skip_corrupt=True``) in this
-            process; exact after :meth:`verify` or ``cache=True``.
+        skipped: number of unreadable files dropped from the index (``skip_corrupt=True``).
+        skipped_images: those files, :class:`~swinlab.data.images.SkippedInput`
+            ``(index, input, error)`` with the reason of each.
         source_path: the archive / folder the items come from.
+        max_pixels: decoded-pixel limit of :func:`~swinlab.data.decode.decode_image`
+            (default :data:`~swinlab.data.decode.DATASET_MAX_PIXELS`, Pillow's default).
 
-    Subclasses fill the attributes and implement :meth:`_load`.  With
-    ``skip_corrupt=False`` a corrupt file raises :class:`CorruptImageError`
-    (``ValueError``) naming it; with ``True`` it is skipped with a warning: at access time the
-    next readable item is returned in its place, and :meth:`verify` / :meth:`build_cache`
-    drop corrupt files from the index.
+    Subclasses fill the attributes, implement :meth:`_load` and end their
+    ``__init__`` with :meth:`_prepare`.  With ``skip_corrupt=False`` a corrupt
+    file raises :class:`CorruptImageError` (``ValueError``) naming it when it is
+    read; with ``True`` every file is decoded once at construction
+    (:meth:`verify`, or :meth:`build_cache` with ``cache=True``) and the
+    unreadable ones are dropped from the index with one warning, so counts are
+    exact.  A file that becomes unreadable later still raises: no item is ever
+    substituted by another.
     """
 
     classes: list[str]
@@ -63,18 +81,48 @@ class ImageDataset(Dataset):
     image_names: list[str]
     source_path: str
 
-    def __init__(self, *, transform: Transform | None = None, skip_corrupt: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        transform: Transform | None = None,
+        skip_corrupt: bool = False,
+        max_pixels: int | None = DATASET_MAX_PIXELS,
+    ) -> None:
         self.transform = transform
         self.skip_corrupt = bool(skip_corrupt)
+        self.max_pixels = max_pixels
         self.skipped = 0
-        self._bad: set[int] = set()
+        self.skipped_images: list[SkippedInput] = []
+        self._verified = False
         self._cache: torch.Tensor | None = None
         self._cache_extra: dict[int, torch.Tensor] = {}
 
-    # -- subclass hook -------------------------------------------------------------------
+    # -- subclass hooks ------------------------------------------------------------------
     def _load(self, index: int) -> torch.Tensor:
         """Decode item ``index`` -> uint8 ``(3, H, W)``; raise :class:`CorruptImageError`."""
         raise NotImplementedError
+
+    def _decode_member(self, source: Source, name: str) -> torch.Tensor:
+        """Read ``name`` from ``source`` (bounded, see :mod:`.sources`) and decode it.
+
+        Raises:
+            CorruptImageError: missing, too large, unreadable or undecodable (named).
+        """
+        try:
+            data = source.read(name)
+        except InputNotFoundError as exc:
+            raise CorruptImageError(f"cannot decode image '{name}' in {self.source_path}: file missing") from exc
+        except InvalidInputError as exc:
+            raise CorruptImageError(str(exc)) from exc
+        return decode_image(data, name, self.source_path, max_pixels=self.max_pixels)
+
+    def _prepare(self, cache: bool, cache_threads: int | None, progress: bool) -> None:
+        """End of a subclass ``__init__``: build the cache (``cache``), else verify
+        every file when ``skip_corrupt``, so that ``len()`` counts readable files only."""
+        if cache:
+            self.build_cache(cache_threads, progress=progress)
+        elif self.skip_corrupt:
+            self.verify(cache_threads, progress=progress)
 
     # -- public --------------------------------------------------------------------------
     @property
@@ -96,7 +144,7 @@ class ImageDataset(Dataset):
         return len(self.targets)
 
     def get_image(self, index: int) -> torch.Tensor:
-        """Decoded uint8 image ``(3, H, W)`` of item ``index`` (no transform, no skipping).
+        """Decoded uint8 image ``(3, H, W)`` of item ``index`` (no transform).
 
         Raises:
             IndexError: index out of range.
@@ -112,40 +160,29 @@ class ImageDataset(Dataset):
         return self._load(index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """``(image, label)`` of item ``index`` (``transform`` applied).
+
+        Raises:
+            CorruptImageError: the file cannot be decoded (also with
+                ``skip_corrupt``: the unreadable files were dropped at construction,
+                so this one became unreadable since).
+        """
         index = int(index)
-        try:
-            image = self.get_image(index)
-        except CorruptImageError as exc:
-            if not self.skip_corrupt:
-                raise
-            image, index = self._substitute(index % len(self), exc)
+        image = self.get_image(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
 
-    def _substitute(self, index: int, exc: Exception) -> tuple[torch.Tensor, int]:
-        self._note_bad(index, exc)
-        n = len(self)
-        for step in range(1, n):
-            j = (index + step) % n
-            if j in self._bad:
-                continue
-            try:
-                return self.get_image(j), j
-            except CorruptImageError as exc2:
-                self._note_bad(j, exc2)
-        raise CorruptImageError(f"every image of the data set in {self.source_path} is unreadable") from exc
-
-    def _note_bad(self, index: int, exc: Exception) -> None:
-        if index not in self._bad:
-            self._bad.add(index)
-            self.skipped += 1
-            warnings.warn(f"skipping corrupt image: {exc}", RuntimeWarning, stacklevel=3)
-
     def _decode_all(
         self, num_threads: int | None, progress: bool, store: Callable[[int, torch.Tensor], None] | None
     ) -> list[tuple[int, Exception]]:
-        """Decode every item with a thread pool; return the corrupt ``(index, error)`` list."""
+        """Decode every item with a thread pool (Pillow releases the GIL while
+        decoding); pass each image to ``store``; return the corrupt ``(index, error)``
+        list, sorted by index.
+
+        Raises:
+            CorruptImageError: the first corrupt file, when not ``skip_corrupt``.
+        """
         threads = num_threads or default_num_threads()
         bad: list[tuple[int, Exception]] = []
         n = len(self)
@@ -190,33 +227,59 @@ class ImageDataset(Dataset):
             remap = {old: new for new, old in enumerate(keep)}
             self._cache = self._cache[torch.tensor(keep, dtype=torch.long)] if keep else self._cache[:0]
             self._cache_extra = {remap[k]: v for k, v in self._cache_extra.items() if k in remap}
-        self._bad = set()
 
     def _report_dropped(self, bad: list[tuple[int, Exception]]) -> None:
+        """Record the unreadable files in ``skipped`` / ``skipped_images``, warn once, drop them.
+
+        Raises:
+            DataError: every file of the data set is unreadable.
+        """
         if not bad:
             return
+        self.skipped_images = [SkippedInput(i, self.image_names[i], str(exc)) for i, exc in bad]
         self.skipped = len(bad)
-        names = ", ".join(f"'{self.image_names[i]}'" for i, _ in bad[:5])
+        if len(bad) == len(self):
+            raise DataError(
+                f"all {len(bad)} images of the data set in {self.source_path} are unreadable; first: {bad[0][1]}"
+            )
+        names = ", ".join(f"'{s.input}'" for s in self.skipped_images[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         warnings.warn(
-            f"skipped {len(bad)} corrupt image(s) in {self.source_path}: {names}{more}", RuntimeWarning, stacklevel=3
+            f"skipped {len(bad)} unreadable image(s) in {self.source_path}: {names}{more} "
+            f"(reasons in .skipped_images)",
+            RuntimeWarning,
+            stacklevel=4,
         )
         self._drop([i for i, _ in bad])
 
     def verify(self, num_threads: int | None = None, progress: bool = False) -> int:
-        """Decode every image once (thread pool); drop corrupt ones when ``skip_corrupt``.
+        """Decode every image once (thread pool); drop the unreadable ones when
+        ``skip_corrupt`` (listed in ``skipped_images``). Done once: later calls
+        return the count found.
 
         Returns:
-            Number of corrupt files found (also in ``.skipped``).
+            Number of unreadable files dropped (also in ``.skipped``).
 
         Raises:
-            CorruptImageError: a file is corrupt and ``skip_corrupt`` is False.
+            CorruptImageError: a file is unreadable and ``skip_corrupt`` is False.
+            DataError: every file is unreadable.
         """
-        if self._cache is not None:
+        if self._verified or self._cache is not None:
             return self.skipped
         bad = self._decode_all(num_threads, progress, None)
         self._report_dropped(bad)
+        self._verified = True
         return len(bad)
+
+    def _first_image(self) -> torch.Tensor:
+        """The first readable image (its shape sizes the cache tensor)."""
+        for i in range(len(self)):
+            try:
+                return self._load(i)
+            except CorruptImageError:
+                if not self.skip_corrupt:
+                    raise
+        raise DataError(f"all {len(self)} images of the data set in {self.source_path} are unreadable")
 
     def build_cache(self, num_threads: int | None = None, progress: bool = False) -> None:
         """Decode every image once into one uint8 tensor ``(N, 3, H, W)`` held in memory.
@@ -224,24 +287,16 @@ class ImageDataset(Dataset):
         Later epochs index the tensor instead of decoding (Tiny ImageNet train: 100,000 x
         3 x 64 x 64 = 1.2 GB).  Images whose size differs from the first one are kept
         separately.  Decoding runs on ``num_threads`` threads (default: all usable CPUs;
-        Pillow releases the GIL while decoding).  Corrupt files are dropped when
-        ``skip_corrupt`` (counted in ``.skipped``), else raise.
+        Pillow releases the GIL while decoding).  Unreadable files are dropped when
+        ``skip_corrupt`` (counted in ``.skipped``, listed in ``.skipped_images``), else raise.
 
         Raises:
-            CorruptImageError: a file is corrupt and ``skip_corrupt`` is False.
+            CorruptImageError: a file is unreadable and ``skip_corrupt`` is False.
+            DataError: every file is unreadable.
         """
         if self._cache is not None or len(self) == 0:
             return
-        first = None
-        for i in range(len(self)):
-            try:
-                first = self._load(i)
-                break
-            except CorruptImageError:
-                if not self.skip_corrupt:
-                    raise
-        if first is None:
-            raise CorruptImageError(f"every image of the data set in {self.source_path} is unreadable")
+        first = self._first_image()
         cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)
         extra: dict[int, torch.Tensor] = {}
 
@@ -254,3 +309,4 @@ class ImageDataset(Dataset):
         bad = self._decode_all(num_threads, progress, store)
         self._cache, self._cache_extra = cache, extra
         self._report_dropped(bad)
+        self._verified = True

@@ -1,4 +1,9 @@
-"""Generic image folder: ``root/<class>/**/*.{jpg,jpeg,png,bmp,webp}`` (torchvision ImageFolder layout)."""
+"""Generic image folder: ``root/<class>/**/<image>`` (torchvision ImageFolder layout).
+
+Images are the files whose extension is in :data:`swinlab.constants.IMAGE_EXTENSIONS`;
+they are read through a :class:`~swinlab.data.sources.DirSource` (bounded reads,
+names confined to the split folder).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ from pathlib import Path
 
 import torch
 
+from ..constants import IMAGE_EXTENSIONS
+from ..errors import InputNotFoundError
 from .base import ImageDataset, Transform, check_num_classes
-from .decode import CorruptImageError, decode_image
+from .decode import DATASET_MAX_PIXELS
+from .sources import DirSource
 
 __all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_EXTS = tuple(sorted(IMAGE_EXTENSIONS))
 
 
 class ImageFolder(ImageDataset):
@@ -31,13 +39,16 @@ class ImageFolder(ImageDataset):
         split: sub-folder used when ``root`` has split folders.
         num_classes: keep only the first K classes (by folder name; labels 0..K-1).
         cache: decode every image once into memory (:meth:`build_cache`, threaded).
-        cache_threads: threads for the cache build (default: usable CPUs).
-        skip_corrupt: skip undecodable files (counted in ``.skipped``) instead of raising.
+        cache_threads: threads for the cache build / verification (default: usable CPUs).
+        skip_corrupt: decode every file once now and drop the unreadable ones
+            (``.skipped``, ``.skipped_images``) instead of raising when one is read.
         transform: callable applied to the uint8 image tensor.
+        max_pixels: decoded-pixel limit per image (default: Pillow's, 89,478,485).
+        progress: progress bar while caching / verifying.
 
     Raises:
-        FileNotFoundError: ``root`` / ``root/<split>`` missing, or no class folder with images.
-        ValueError: bad ``num_classes``.
+        InputNotFoundError: ``root`` / ``root/<split>`` missing, or no class folder with images.
+        UsageError: bad ``num_classes``.
     """
 
     def __init__(
@@ -50,18 +61,21 @@ class ImageFolder(ImageDataset):
         cache_threads: int | None = None,
         skip_corrupt: bool = False,
         transform: Transform | None = None,
+        max_pixels: int | None = DATASET_MAX_PIXELS,
+        progress: bool = True,
     ) -> None:
-        super().__init__(transform=transform, skip_corrupt=skip_corrupt)
+        super().__init__(transform=transform, skip_corrupt=skip_corrupt, max_pixels=max_pixels)
         base = Path(root).expanduser().resolve()
         if not base.is_dir():
-            raise FileNotFoundError(f"image folder not found: {base}")
+            raise InputNotFoundError(f"image folder not found: {base}")
         has_splits = any((base / s).is_dir() for s in ("train", "val", "test"))
         if has_splits:
             if not (base / split).is_dir():
-                raise FileNotFoundError(f"split folder '{split}' not found in {base}")
+                raise InputNotFoundError(f"split folder '{split}' not found in {base}")
             base = base / split
         self.split = split
-        self.source_path = str(base)
+        self.source = DirSource(base)
+        self.source_path = str(self.source.path)
         classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
         names: list[str] = []
         targets: list[int] = []
@@ -70,13 +84,13 @@ class ImageFolder(ImageDataset):
             for dirpath, dirnames, filenames in os.walk(base / cls):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 rel = Path(dirpath).relative_to(base).as_posix()
-                files += [f"{rel}/{f}" for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+                files += [f"{rel}/{f}" for f in filenames if f.lower().endswith(_EXTS)]
             for f in sorted(files):
                 names.append(f)
                 targets.append(label)
         if not names:
-            raise FileNotFoundError(
-                f"no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders of {base}; "
+            raise InputNotFoundError(
+                f"no images ({', '.join(_EXTS)}) in class sub-folders of {base}; "
                 "expected root/<class>/<image>"
             )
         if num_classes is not None:
@@ -89,17 +103,10 @@ class ImageFolder(ImageDataset):
         self.class_names = list(classes)
         self.image_names = names
         self.targets = targets
-        if cache:
-            self.build_cache(cache_threads, progress=True)
+        self._prepare(cache, cache_threads, progress)
 
     def _load(self, index: int) -> torch.Tensor:
-        name = self.image_names[index]
-        path = Path(self.source_path) / name
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise CorruptImageError(f"cannot decode image '{path}': {exc}") from exc
-        return decode_image(data, str(path))
+        return self._decode_member(self.source, self.image_names[index])
 
     def __repr__(self) -> str:
         return f"ImageFolder(root={self.source_path!r}, items={len(self)}, classes={self.num_classes})"

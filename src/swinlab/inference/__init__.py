@@ -5,12 +5,13 @@ extract pooled features (:func:`extract_features`) and draw attention maps
 
 from .attention import attention_maps, denormalize, windows_to_map
 from .features import extract_features, load_features, save_features
-from .images import close_archives, expand_inputs, open_image
+from .images import SkippedInput, close_archives, expand_inputs, open_image
 from .loading import ModelInfo, eval_transform_for, load_model
 from .predict import predict, predict_logits
 
 __all__ = [
     "ModelInfo",
+    "SkippedInput",
     "attention_maps",
     "close_archives",
     "denormalize",

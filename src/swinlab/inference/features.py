@@ -6,6 +6,11 @@ File formats:
   a JSON sidecar ``<stem>.names.json`` (a list of strings) next to it.
 * ``.safetensors``: tensor ``"features"`` ``(N, C)`` float32; the names are
   the JSON list in the metadata key ``"names"``.
+* with ``skipped`` given (``swinlab features`` always gives
+  it), the unreadable inputs that were left out go to a second sidecar
+  ``<stem>.skipped.json`` next to the file, for both formats: a JSON list of
+  ``{"input": ..., "error": ...}`` (``[]`` when none was skipped). The rows
+  and names hold the readable images only, so the files stay aligned.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.decode import DEFAULT_MAX_PIXELS
+from ..data.images import SkippedInput
+from ..errors import InvalidInputError
+from ..io.files import atomic_write_text
 from .loading import ModelInfo
 from .predict import ImageLike, _forward_batches
 
-__all__ = ["extract_features", "save_features", "load_features", "names_sidecar"]
+__all__ = ["extract_features", "save_features", "load_features", "names_sidecar", "skipped_sidecar"]
 
 
 def _names_for(images: Sequence[ImageLike]) -> list[str]:
@@ -36,6 +45,10 @@ def extract_features(
     images: Sequence[ImageLike],
     batch_size: int = 32,
     names: Sequence[str] | None = None,
+    *,
+    skipped: list[SkippedInput] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Pooled, final-normed embeddings of ``images``.
 
@@ -47,23 +60,40 @@ def extract_features(
         batch_size: images per forward pass.
         names: one name per image; default: the specs (``tensor_<i>`` for
             tensors).
+        skipped: None: an unreadable image raises. A list: unreadable images are
+            skipped and appended to it as ``SkippedInput(index, input, error)``;
+            their rows and names are left out.
+        max_pixels: decoded-pixel limit per image (default 64 MPixel).
+        progress: a tqdm bar on stderr.
 
     Returns:
-        ``(features (N, C) float32, names)``.
+        ``(features (N, C) float32, names)`` of the readable images, in input order
+        (``(0, model.num_features)`` when none could be read).
 
     Raises:
         TypeError: the model has no ``forward_pooled``.
-        ValueError: no images, a wrong number of names, bad images.
+        InvalidInputError: no images, or a wrong number of names.
+        CorruptImageError: an unreadable image (``skipped`` is None).
+        InputNotFoundError: a missing image.
     """
     if not callable(getattr(model, "forward_pooled", None)):
         raise TypeError(f"{type(model).__name__} has no forward_pooled(); cannot extract pooled features")
     if len(images) == 0:
-        raise ValueError("no images to extract features from")
+        raise InvalidInputError("no images to extract features from")
     names = list(names) if names is not None else _names_for(images)
     if len(names) != len(images):
-        raise ValueError(f"{len(names)} names for {len(images)} images")
-    feats = _forward_batches(model, model.forward_pooled, info, images, batch_size).numpy()
-    return feats, names
+        raise InvalidInputError(f"{len(names)} names for {len(images)} images")
+    before = len(skipped) if skipped is not None else 0
+    out = _forward_batches(
+        model, model.forward_pooled, info, images, batch_size, skipped=skipped, max_pixels=max_pixels,
+        progress=progress,
+    )
+    if skipped is not None and len(skipped) > before:
+        gone = {s.index for s in skipped[before:]}
+        names = [n for i, n in enumerate(names) if i not in gone]
+    if out is None:
+        return np.zeros((0, int(getattr(model, "num_features", 0))), dtype=np.float32), names
+    return out.numpy(), names
 
 
 def names_sidecar(path: str | os.PathLike[str]) -> Path:
@@ -72,12 +102,25 @@ def names_sidecar(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".names.json")
 
 
-def save_features(path: str | os.PathLike[str], feats: np.ndarray | torch.Tensor, names: Sequence[str]) -> Path:
+def skipped_sidecar(path: str | os.PathLike[str]) -> Path:
+    """Skipped-inputs sidecar of a features file: ``feats.npy`` -> ``feats.skipped.json``."""
+    p = Path(path)
+    return p.with_name(p.stem + ".skipped.json")
+
+
+def save_features(
+    path: str | os.PathLike[str],
+    feats: np.ndarray | torch.Tensor,
+    names: Sequence[str],
+    skipped: Sequence[SkippedInput] | None = None,
+) -> Path:
     """Write features and names (see the module docstring for the formats).
 
     Args:
         path: ``*.npy`` or ``*.safetensors``.
         feats: ``(N, C)``; stored as float32. names: N strings.
+        skipped: when given (even empty), also write :func:`skipped_sidecar`
+            (a JSON list of ``{"input", "error"}``).
 
     Returns:
         the path written.
@@ -104,6 +147,9 @@ def save_features(path: str | os.PathLike[str], feats: np.ndarray | torch.Tensor
         from safetensors.torch import save_file
 
         save_file({"features": torch.from_numpy(arr)}, str(p), metadata={"names": json.dumps(names)})
+    if skipped is not None:
+        listing = [s.to_dict() for s in skipped]
+        atomic_write_text(skipped_sidecar(p), json.dumps(listing, ensure_ascii=False, indent=1) + "\n")
     return p
 
 

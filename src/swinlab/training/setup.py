@@ -96,11 +96,8 @@ def model_img_size(cfg: TrainConfig) -> int:
 
 
 def _dataset(cfg: TrainConfig, split: str, transform: Any, progress: bool) -> Any:
-    ds = data.build_dataset(cfg.data, cfg.data_root, split=split, num_classes=cfg.num_classes,
-                            skip_corrupt=cfg.skip_corrupt, transform=transform)
-    if cfg.cache and hasattr(ds, "build_cache"):
-        ds.build_cache(progress=progress)
-    return ds
+    return data.build_dataset(cfg.data, cfg.data_root, split=split, num_classes=cfg.num_classes, cache=cfg.cache,
+                              skip_corrupt=cfg.skip_corrupt, transform=transform, progress=progress)
 
 
 def build_data(cfg: TrainConfig, progress: bool) -> TrainData:
