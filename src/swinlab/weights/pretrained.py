@@ -131,6 +131,33 @@ def save_pretrained(
             preprocessing, arguments that cannot be stored as JSON, or a
             ``directory`` that exists and is not a folder.
     """
+    config = _model_config(model, class_names, preprocessing)
+    text = json.dumps(config, indent=2) + "\n"
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = safetensors.torch.save(tensors, metadata={"format": "pt", "swinlab_model": config["model_name"]})
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise InvalidInputError(f"{directory} exists and is not a folder; cannot save a model there")
+    if directory.is_dir():
+        atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
+        atomic_write_text(directory / CONFIG_NAME, text)
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        atomic_write(tmp / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
+        atomic_write_text(tmp / CONFIG_NAME, text)
+        os.rename(tmp, directory)
+        fsync_dir(directory.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return directory
+
+
+def _model_config(model: nn.Module, class_names: Sequence[str] | None,
+                  preprocessing: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``config.json`` content of :func:`save_pretrained` (checked)."""
     name = getattr(model, "model_name", None)
     kwargs = getattr(model, "model_kwargs", None)
     if not isinstance(name, str) or not isinstance(kwargs, Mapping):
@@ -149,40 +176,10 @@ def save_pretrained(
         if isinstance(num_classes, int) and num_classes > 0 and len(class_names) != num_classes:
             raise InvalidInputError(f"{len(class_names)} class names given for a model with {num_classes} classes")
     pre = dict(getattr(model, "preprocessing", None) or default_preprocessing(model))
-    if preprocessing is not None:
-        pre.update(preprocessing)
-    pre = check_preprocessing(pre, "save_pretrained")
-    config = {
-        "format": "swinlab",
-        "swinlab_version": __version__,
-        "model_name": name,
-        "model_kwargs": _jsonable(kwargs, "model_kwargs"),
-        "class_names": class_names,
-        "preprocessing": pre,
-    }
-    text = json.dumps(config, indent=2) + "\n"
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", "swinlab_model": name}
-
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise InvalidInputError(f"{directory} exists and is not a folder; cannot save a model there")
-    weights = safetensors.torch.save(tensors, metadata=metadata)
-    if directory.is_dir():
-        atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
-        atomic_write_text(directory / CONFIG_NAME, text)
-        return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        atomic_write(tmp / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
-        atomic_write_text(tmp / CONFIG_NAME, text)
-        os.rename(tmp, directory)
-        fsync_dir(directory.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return directory
+    pre.update(preprocessing or {})
+    return {"format": "swinlab", "swinlab_version": __version__, "model_name": name,
+            "model_kwargs": _jsonable(kwargs, "model_kwargs"), "class_names": class_names,
+            "preprocessing": check_preprocessing(pre, "save_pretrained")}
 
 
 def _read_config(path: Path) -> dict[str, Any]:
