@@ -14,7 +14,7 @@ from typing import Sequence
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
-COMMANDS = ("train", "evaluate", "predict", "features", "models")
+COMMANDS = ("train", "evaluate", "predict", "features", "models", "export", "benchmark", "serve")
 
 # Errors that are the user's input, printed as one line instead of a traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, RuntimeError)
