@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .runtime_args import add_runtime_args, load_for_runtime
+
 __all__ = ["register", "run", "USER_ERRORS", "guarded", "resolve_device", "add_model_args"]
 
 #: exceptions reported as ``error: ...`` (exit 2) instead of a traceback.
@@ -98,6 +100,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
+    add_runtime_args(p)
     p.add_argument("--data", help="tiny-imagenet, cifar10, cifar100 or folder (default: the checkpoint's)")
     p.add_argument("--data-root", help="data location (default: the checkpoint's, else the data set's default)")
     p.add_argument("--split", help="split to evaluate (default: the checkpoint's val split, else 'val')")
@@ -122,13 +125,13 @@ def _fmt_nan(values: list[float]) -> list[float | None]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..data import build_dataset, build_loader
-    from ..inference.loading import eval_transform_for, load_model
+    from ..inference.loading import eval_transform_for
     from ..inference.reports import save_per_class_csv
     from ..plots import plot_confusion_matrix
     from ..training.evaluation import evaluate_model
 
     device = resolve_device(args.device)
-    model, info = load_model(args.source, device=device, ema=args.ema)
+    model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
     cfg = info.config or {}
     data = args.data or cfg.get("data")
     if not data:

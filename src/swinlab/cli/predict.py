@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import _positive_int, add_model_args, guarded, resolve_device
+from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
 
 __all__ = ["register", "run", "format_table"]
 
@@ -25,6 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(p)
+    add_runtime_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder, A.zip, A.zip::FOLDER/ or A.zip::MEMBER")
     p.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -68,11 +70,10 @@ def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_d
 
 def _predict(args: argparse.Namespace) -> int:
     from ..inference.images import expand_inputs
-    from ..inference.loading import load_model
     from ..inference.predict import predict
 
     device = resolve_device(args.device)
-    model, info = load_model(args.source, device=device, ema=args.ema)
+    model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
     specs = expand_inputs(args.inputs)
     preds = predict(model, info, specs, topk=args.topk, batch_size=args.batch_size)
     if args.json:
@@ -90,7 +91,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         print(format_table(specs, preds))
     if args.attention_out:
-        written = _write_attention(model, info, specs, preds, Path(args.attention_out))
+        written = _write_attention(eager_model_of(model), info, specs, preds, Path(args.attention_out))
         print(f"wrote {len(written)} attention figure(s) to {args.attention_out}", file=sys.stderr)
     return 0
 
