@@ -13,7 +13,6 @@ untouched.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -131,12 +130,7 @@ def export_model(
     ensure_dir(path.parent)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         scratch = Path(tmp) / _SCRATCH_NAMES[fmt]
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)  # onnxruntime.quantization logs advice on the root logger
-        try:
-            _write_scratch(model, meta, scratch, opset)
-        finally:
-            logging.disable(previous)
+        _write_scratch(model, meta, scratch, opset)
         report = None
         if verify:
             runner = load_exported(scratch, fmt)

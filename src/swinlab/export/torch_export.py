@@ -26,24 +26,33 @@ from torch import nn
 
 from ..errors import InputNotFoundError, InvalidInputError, RunError
 
-__all__ = ["trace_torchscript", "export_program", "load_torchscript", "load_exported_program"]
+__all__ = ["trace_module", "trace_torchscript", "export_program", "load_torchscript", "load_exported_program"]
 
 
-def trace_torchscript(model: nn.Module, path: str | os.PathLike[str], img_hw: tuple[int, int]) -> Path:
-    """Trace ``model`` at ``(1, 3, H, W)`` and save it to ``path`` (scratch file, written directly).
+def trace_module(model: nn.Module, img_hw: tuple[int, int]) -> torch.jit.ScriptModule:
+    """``torch.jit.trace`` of ``model`` (eval mode) at ``(1, 3, H, W)`` on its device.
 
     Raises:
         RunError: tracing failed (the first line of PyTorch's message is kept).
     """
     model.eval()
-    example = torch.zeros(1, 3, int(img_hw[0]), int(img_hw[1]))
+    param = next(model.parameters(), None)
+    example = torch.zeros(1, 3, int(img_hw[0]), int(img_hw[1]), device=param.device if param is not None else "cpu")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings on Python-int shape logic
-            traced = torch.jit.trace(model, example, check_trace=False)
+            return torch.jit.trace(model, example, check_trace=False)
     except RuntimeError as e:
         raise RunError(f"TorchScript trace failed: {str(e).splitlines()[0]}") from e
-    torch.jit.save(traced, os.fspath(path))
+
+
+def trace_torchscript(model: nn.Module, path: str | os.PathLike[str], img_hw: tuple[int, int]) -> Path:
+    """Trace ``model`` (:func:`trace_module`) and save it to ``path`` (scratch file, written directly).
+
+    Raises:
+        RunError: tracing failed.
+    """
+    torch.jit.save(trace_module(model, img_hw), os.fspath(path))
     return Path(path)
 
 
