@@ -164,6 +164,16 @@ def test_bad_uploads_get_4xx_and_server_keeps_serving(server, val_images, kind, 
     assert ok.status_code == 200 and len(ok.json()["results"][0]["predictions"]) == 5
 
 
+def test_chunked_body_over_the_limit_is_cut_off(server, val_images):
+    def chunks():  # no Content-Length: the server counts the bytes as they arrive
+        for _ in range(MAX_BYTES // 10_000 + 2):
+            yield b"\0" * 10_000
+
+    r = httpx.post(f"{server}/predict", content=chunks(), timeout=60)
+    assert r.status_code == 413 and "over the limit of 200,000 bytes" in r.json()["detail"]
+    assert httpx.post(f"{server}/predict", content=val_images["val_0.JPEG"], timeout=60).status_code == 200
+
+
 def test_bad_parameters_and_empty_multipart(server, val_images):
     r = httpx.post(f"{server}/predict?topk=0", content=val_images["val_0.JPEG"], timeout=60)
     assert r.status_code == 400 and "topk" in r.json()["detail"]
