@@ -53,8 +53,9 @@ def _info(name: str, model: torch.nn.Module, **kw) -> ModelInfo:
 
 
 def _inputs(hw: tuple[int, int]) -> dict[int, torch.Tensor]:
-    g = torch.Generator().manual_seed(123)
-    return {b: torch.randn(b, 3, *hw, generator=g) for b in ORT_BATCHES}
+    """Batches of 1, 3 and 17 random images: the first rows of one batch of 17."""
+    x = torch.randn(max(ORT_BATCHES), 3, *hw, generator=torch.Generator().manual_seed(123))
+    return {b: x[:b] for b in ORT_BATCHES}
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,9 @@ def onnx_case(request, zoo, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
     export_model(model, _info(name, model), path, fmt="onnx", img_hw=hw, verify=False)
     xs = _inputs(hw)
-    with torch.inference_mode():
-        refs = {b: model(x).numpy() for b, x in xs.items()}
+    with torch.inference_mode():  # one eager batch of 17; its first rows are the references of batches 1 and 3
+        full = model(xs[max(ORT_BATCHES)]).numpy()
+    refs = {b: full[:b] for b in ORT_BATCHES}
     return model, path, xs, refs
 
 
@@ -144,13 +146,6 @@ def test_torch_formats_match_eager_and_carry_sidecar(micro, fmt, suffix):
     assert meta == ExportMetadata.from_model_info(info, (64, 64), fmt)
 
 
-def test_torchscript_of_swin_tiny_matches_eager(zoo, tmp_path):
-    model = zoo("swin_tiny_patch4_window7_224")
-    path = tmp_path / "swin_t.pt"
-    result = export_model(model, _info("swin_tiny_patch4_window7_224", model), path, fmt="torchscript")
-    assert result.verify.ok and max(result.verify.max_abs_diff) <= TOL
-
-
 def test_onnx_metadata_round_trip(micro):
     model, info, tmp = micro
     path = tmp / "meta.onnx"
@@ -172,7 +167,7 @@ def test_onnx_without_metadata_is_refused_with_the_key(micro):
     with pytest.raises(InvalidInputError, match="'class_names' is missing"):
         read_onnx_metadata(path)
     with pytest.raises(InvalidInputError, match="no swinlab metadata"):
-        OnnxRuntimeModel(path).info
+        _ = OnnxRuntimeModel(path).info
     with pytest.raises(InputNotFoundError, match="nothere.onnx"):
         read_onnx_metadata(tmp / "nothere.onnx")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import shutil
 import signal
 import socket
@@ -289,3 +288,21 @@ def test_demo_page_in_headless_chromium(server, val_images, tmp_path):
         shutil.copyfile(shot, "/tmp/swinlab_demo.png")  # for a person to look at
     except OSError:
         pass
+
+
+def test_onnx_only_server_predicts_and_refuses_attention(run_dir, val_images):
+    """A server of an .onnx file (no PyTorch model): /predict works, /attention says why not (409)."""
+    from fastapi.testclient import TestClient
+
+    from swinlab.export import OnnxRuntimeModel
+    from swinlab.serve import Predictor, ServeConfig, create_app
+
+    model, info = load_model(run_dir)
+    runtime = OnnxRuntimeModel.from_model(model, info)
+    predictor = Predictor(runtime, info, eager_model=None, runtime="onnxruntime")
+    with TestClient(create_app(predictor, ServeConfig())) as client:
+        assert client.get("/info").json()["attention_blocks"] == []
+        r = client.post("/predict", content=val_images["val_3.JPEG"])
+        assert r.status_code == 200 and len(r.json()["results"][0]["predictions"]) == 5
+        r = client.post("/attention", content=val_images["val_3.JPEG"])
+        assert r.status_code == 409 and "need the PyTorch model" in r.json()["detail"]

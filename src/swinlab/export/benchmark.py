@@ -263,7 +263,8 @@ def format_report(report: BenchmarkReport) -> str:
     cols = ("runtime", "batch", "images/s", "median ms", "p90 ms", "% GEMM peak", "peak RSS MiB", "+RSS MiB", "setup s")
     rows = [cols] + [
         (r.runtime, str(r.batch_size), f"{r.images_per_s:.2f}", f"{r.latency_ms_median:.1f}", f"{r.latency_ms_p90:.1f}",
-         f"{100 * r.fraction_of_gemm_peak:.1f}", f"{r.peak_rss_mib:.0f}", f"{r.rss_increase_mib:.0f}", f"{r.setup_s:.1f}")
+         f"{100 * r.fraction_of_gemm_peak:.1f}", f"{r.peak_rss_mib:.0f}", f"{r.rss_increase_mib:.0f}",
+         f"{r.setup_s:.1f}")
         for r in report.rows
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]

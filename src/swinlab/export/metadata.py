@@ -76,7 +76,9 @@ class ExportMetadata:
     metadata_version: int = METADATA_VERSION
 
     @classmethod
-    def from_model_info(cls, info: ModelInfo, img_hw: tuple[int, int], fmt: str, int8: bool = False) -> "ExportMetadata":
+    def from_model_info(
+        cls, info: ModelInfo, img_hw: tuple[int, int], fmt: str, int8: bool = False
+    ) -> "ExportMetadata":
         """The metadata of ``info`` (from :func:`swinlab.inference.load_model`)
         for a graph with input ``(3, *img_hw)``."""
         return cls(
@@ -133,7 +135,9 @@ class ExportMetadata:
             raise InvalidInputError(f"{where}: metadata 'crop_ratio' must be a number in (0, 1], got {crop}")
         interp = need("interpolation")
         if interp not in INTERPOLATIONS:
-            raise InvalidInputError(f"{where}: metadata 'interpolation' must be one of {INTERPOLATIONS}, got {interp!r}")
+            raise InvalidInputError(
+                f"{where}: metadata 'interpolation' must be one of {INTERPOLATIONS}, got {interp!r}"
+            )
         classes = d.get("classes")
         return cls(
             model_name=str(need("model_name")),
@@ -219,7 +223,9 @@ def read_sidecar(path: str | os.PathLike[str]) -> ExportMetadata:
     """
     side = sidecar_path(path)
     if not side.is_file():
-        raise InputNotFoundError(f"metadata file {side} not found (written by 'swinlab export' next to {Path(path).name})")
+        raise InputNotFoundError(
+            f"metadata file {side} not found (written by 'swinlab export' next to {Path(path).name})"
+        )
     try:
         d = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ..errors import InputNotFoundError, InvalidInputError, RunError, UsageError
-from ..io.files import atomic_write_bytes, ensure_dir
+from ..io.files import ensure_dir
 from .metadata import ExportMetadata
 
 __all__ = [
@@ -167,10 +167,12 @@ def export_onnx_file(
     model: nn.Module, meta: ExportMetadata, path: str | os.PathLike[str], int8: bool = False,
     opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
 ) -> Path:
-    """Export ``model`` to ``path``: ONNX graph (:func:`torch_to_onnx`) at
-    ``meta.img_hw``, int8-quantized if asked (:func:`quantize_int8`), with
-    ``meta`` in its ``metadata_props``. Scratch files go to a hidden folder
-    next to ``path`` (removed afterwards); ``path`` is written atomically.
+    """Export ``model`` to the scratch file ``path``: ONNX graph (:func:`torch_to_onnx`)
+    at ``meta.img_hw``, int8-quantized if asked (:func:`quantize_int8`), with ``meta``
+    in its ``metadata_props``. Intermediate files go to a hidden folder next to
+    ``path`` (removed afterwards). ``path`` is written directly: callers put it
+    in a temporary folder and move it into place themselves
+    (:func:`swinlab.export.export_model` with an atomic write).
 
     Returns:
         ``path``.
@@ -184,8 +186,8 @@ def export_onnx_file(
         src = torch_to_onnx(model, Path(tmp) / "fp32.onnx", meta.img_hw, opset=opset, exporter=exporter)
         if int8:
             src = quantize_int8(src, Path(tmp) / "int8.onnx")
-        data = write_onnx_metadata(src, meta)
-    return atomic_write_bytes(path, data)
+        path.write_bytes(write_onnx_metadata(src, meta))
+    return path
 
 
 def write_onnx_metadata(src: str | os.PathLike[str], meta: ExportMetadata) -> bytes:

@@ -107,5 +107,6 @@ def load_exported_program(path: str | os.PathLike[str]) -> Callable[[torch.Tenso
     try:
         program = torch.export.load(os.fspath(p))
     except Exception as e:  # zip / pickle / version errors of various types
-        raise InvalidInputError(f"{p} is not a torch.export file: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise InvalidInputError(f"{p} is not a torch.export file: {type(e).__name__}: {first}") from None
     return program.module()

@@ -136,7 +136,8 @@ def _routes(app: FastAPI, predictor: Predictor, config: ServeConfig, batcher: Mi
             k, png = await batcher.run_exclusive(predictor.attention_png, image["x"], block)
         except UsageError as e:
             raise HTTPException(409 if predictor.eager_model is None else 400, str(e)) from None
-        return Response(png, media_type="image/png", headers={"X-Block": str(k), "X-Block-Label": predictor.block_labels[k]})
+        headers = {"X-Block": str(k), "X-Block-Label": predictor.block_labels[k]}
+        return Response(png, media_type="image/png", headers=headers)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
