@@ -21,7 +21,7 @@ import torch
 
 from ..data import build_dataset, build_loader
 from ..errors import InvalidInputError, UsageError
-from ..inference.loading import ModelInfo, eval_transform_for, load_model
+from ..inference.loading import ModelInfo, eval_transform_for
 from ..inference.reports import save_per_class_csv
 from ..io.files import atomic_write_text, ensure_dir
 from ..plots import plot_confusion_matrix
@@ -29,6 +29,7 @@ from ..training.distributed import resolve_device
 from ..training.evaluation import evaluate_model
 from .common import add_source_args, fraction, positive_int
 from .inputs import add_input_args, report_skipped, skip_hint
+from .runtime_args import add_runtime_args, load_for_runtime
 
 __all__ = ["register", "run"]
 
@@ -46,6 +47,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p = subparsers.add_parser("evaluate", help=help, parents=list(parents), description=_DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_args(p)
+    add_runtime_args(p)
     p.add_argument("--data", help="tiny-imagenet, cifar10, cifar100 or folder (default: the checkpoint's)")
     p.add_argument("--data-root", help="data location (default: the checkpoint's, else the data set's default)")
     p.add_argument("--split", help="split to evaluate (default: the checkpoint's val split, else 'val')")
@@ -123,7 +125,7 @@ def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: d
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab evaluate`` with parsed arguments; returns the exit code."""
     device = resolve_device(args.device)
-    model, info = load_model(args.source, device=device, ema=args.ema)
+    model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
     data_args = _data_args(args, info)
     with contextlib.nullcontext() if args.skip_corrupt else skip_hint():
         dataset = _eval_dataset(args, info, *data_args)

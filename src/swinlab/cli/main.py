@@ -32,6 +32,9 @@ COMMANDS = {
     "predict": "top-k classes of images (table or JSON), optional attention maps",
     "features": "pooled image embeddings (N, C) to .npy or .safetensors",
     "models": "list the model zoo",
+    "export": "export a model to ONNX / TorchScript / ExportedProgram (verified), optionally int8",
+    "benchmark": "images/s and latency of a model per runtime and batch size",
+    "serve": "an HTTP service (FastAPI) with a demo page",
 }
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 from ..data.images import SkippedInput, expand_inputs, open_image, spec_display_name, split_spec
 from ..inference.attention import attention_maps, denormalize
-from ..inference.loading import eval_transform_for, load_model
+from ..inference.loading import eval_transform_for
 from ..inference.predict import predict
 from ..plots import save_attention_figure
 from ..training.distributed import resolve_device
 from .common import add_source_args, positive_int
 from .inputs import add_input_args, check_some_read, report_skipped, skip_hint
+from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
 
 __all__ = ["register", "run", "format_table", "format_json", "short_name"]
 
@@ -37,6 +38,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p = subparsers.add_parser("predict", help=help, parents=list(parents), description=_DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_args(p)
+    add_runtime_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder, A.zip, A.zip::FOLDER/ or A.zip::MEMBER")
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -93,7 +95,7 @@ def _write_attention(model: Any, info: Any, specs: list[str], preds: list, out_d
 
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab predict`` with parsed arguments; returns the exit code."""
-    model, info = load_model(args.source, device=resolve_device(args.device), ema=args.ema)
+    model, info = load_for_runtime(args, resolve_device(args.device))  # --runtime eager|onnxruntime, --int8
     specs = expand_inputs(args.inputs)
     skipped: list[SkippedInput] | None = [] if args.skip_corrupt else None
     with skip_hint():
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     kept = [spec for i, spec in enumerate(specs) if i not in gone]
     print(format_json(kept, preds, skipped) if args.json else format_table(kept, preds, args.names))
     if args.attention_out:
-        written = _write_attention(model, info, kept, preds, Path(args.attention_out), args.max_pixels)
+        written = _write_attention(eager_model_of(model), info, kept, preds, Path(args.attention_out),
+                                   args.max_pixels)
         print(f"wrote {len(written)} attention figure(s) to {args.attention_out}", file=sys.stderr)
     report_skipped(skipped, len(specs))
     return 0

@@ -40,6 +40,16 @@ TMP_SUFFIX = ".tmp"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: permissions of written files: as ``open()`` would create them (mkstemp makes 0600 files).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """fsync a folder so that a rename inside it survives a power cut
     (silently skipped on file systems that do not allow it)."""
@@ -121,6 +131,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException as err:
         try:

@@ -1,0 +1,277 @@
+"""``swinlab.export`` and ``swinlab export``: ONNX graphs (ONNX Runtime and
+OpenVINO), TorchScript and ExportedProgram files against eager PyTorch, the
+metadata they carry, int8, and the command's exit codes.
+
+Full-size models get random weights (seeded); one export per model and
+size (module-scoped fixtures) keeps the file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from swinlab import create_model
+from swinlab.cli.main import main
+from swinlab.errors import InputNotFoundError, InvalidInputError, UsageError
+from swinlab.export import (
+    ExportMetadata,
+    OnnxRuntimeModel,
+    VerificationError,
+    export_model,
+    load_exported,
+    read_onnx_metadata,
+    read_sidecar,
+    sidecar_path,
+)
+from swinlab.inference.loading import ModelInfo
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+MICRO = "swin_micro_patch4_window4_64"
+ONNX_MODELS = ["swin_tiny_patch4_window7_224", "swin_s3_tiny_224", "vit_small_patch16_224", MICRO]
+ORT_BATCHES = (1, 3, 17)
+TOL = 1e-4
+OV_TOL = 1e-3
+
+
+def _side(model: torch.nn.Module) -> int:
+    size = model.img_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _info(name: str, model: torch.nn.Module, **kw) -> ModelInfo:
+    n = model.num_classes
+    return ModelInfo(model_name=name, class_names=[f"c{i}" for i in range(n)], img_size=_side(model), source=name, **kw)
+
+
+def _inputs(hw: tuple[int, int]) -> dict[int, torch.Tensor]:
+    """Batches of 1, 3 and 17 random images: the first rows of one batch of 17."""
+    x = torch.randn(max(ORT_BATCHES), 3, *hw, generator=torch.Generator().manual_seed(123))
+    return {b: x[:b] for b in ORT_BATCHES}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """Random-weight models by name, built once per module (seeded)."""
+    cache: dict[str, torch.nn.Module] = {}
+
+    def get(name: str) -> torch.nn.Module:
+        if name not in cache:
+            torch.manual_seed(0)
+            cache[name] = create_model(name).eval()
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def onnx_case(request, zoo, tmp_path_factory):
+    """(model, onnx path, inputs per batch, eager logits per batch) for one (model name, size)."""
+    name, hw = request.param
+    model = zoo(name)
+    hw = hw or (_side(model), _side(model))
+    path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+    export_model(model, _info(name, model), path, fmt="onnx", img_hw=hw, verify=False)
+    xs = _inputs(hw)
+    with torch.inference_mode():  # one eager batch of 17; its first rows are the references of batches 1 and 3
+        full = model(xs[max(ORT_BATCHES)]).numpy()
+    refs = {b: full[:b] for b in ORT_BATCHES}
+    return model, path, xs, refs
+
+
+CASES = [(n, None) for n in ONNX_MODELS] + [("swin_tiny_patch4_window7_224", (256, 320))]
+IDS = [n for n in ONNX_MODELS] + ["swin_tiny_256x320"]
+
+
+@pytest.mark.parametrize("onnx_case", CASES, ids=IDS, indirect=True)
+def test_onnx_runs_in_onnxruntime_at_several_batch_sizes(onnx_case):
+    model, path, xs, refs = onnx_case
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.shape[0] == "batch" and inp.shape[1:] == [3, *xs[1].shape[2:]]  # dynamic batch, static H, W
+    for b, x in xs.items():
+        (out,) = session.run(None, {inp.name: x.numpy()})
+        assert out.shape == refs[b].shape
+        diff = float(np.abs(out - refs[b]).max())
+        assert diff <= TOL, f"batch {b}: max |ORT - eager| = {diff}"
+
+
+@pytest.mark.parametrize("onnx_case", CASES, ids=IDS, indirect=True)
+def test_onnx_runs_in_openvino(onnx_case):
+    ov = pytest.importorskip("openvino")
+    _, path, xs, refs = onnx_case
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for b in (1, 3):  # batch 17 runs in OpenVINO too (benchmarks/bench_onnx_exporters.py); 1 and 3 keep this fast
+        out = compiled(xs[b].numpy())[0]
+        diff = float(np.abs(out - refs[b]).max())
+        assert diff <= OV_TOL, f"batch {b}: max |OpenVINO - eager| = {diff}"
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model(MICRO, num_classes=5).eval()
+    info = ModelInfo(
+        model_name=MICRO, class_names=["ant", "bee", "cat", "dog", "eel"], classes=["n1", "n2", "n3", "n4", "n5"],
+        img_size=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), crop_ratio=0.9, interpolation="bilinear",
+        source="runs/x",
+    )
+    return model, info, tmp_path_factory.mktemp("micro")
+
+
+@pytest.mark.parametrize("fmt,suffix", [("torchscript", ".pt"), ("exported-program", ".pt2")])
+def test_torch_formats_match_eager_and_carry_sidecar(micro, fmt, suffix):
+    model, info, tmp = micro
+    path = tmp / f"model{suffix}"
+    result = export_model(model, info, path, fmt=fmt)
+    assert result.verify.ok and result.verify.batch_sizes == [1, 3]
+    assert result.sidecar == sidecar_path(path) == Path(str(path) + ".json")
+    runner = load_exported(path, fmt)
+    g = torch.Generator().manual_seed(5)
+    for b in (1, 3):
+        x = torch.randn(b, 3, 64, 64, generator=g)
+        with torch.inference_mode():
+            ref = model(x)
+            out = runner(x)
+        assert (out - ref).abs().max().item() <= TOL
+    meta = read_sidecar(path)
+    assert meta == ExportMetadata.from_model_info(info, (64, 64), fmt)
+
+
+def test_onnx_metadata_round_trip(micro):
+    model, info, tmp = micro
+    path = tmp / "meta.onnx"
+    export_model(model, info, path, fmt="onnx")
+    meta = read_onnx_metadata(path)
+    assert meta == ExportMetadata.from_model_info(info, (64, 64), "onnx")
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["class_names"]) == info.class_names
+    assert json.loads(props["input_size"]) == [3, 64, 64]
+    back = OnnxRuntimeModel(path).info
+    assert (back.class_names, back.classes, back.img_size) == (info.class_names, info.classes, 64)
+    assert (back.mean, back.std, back.crop_ratio, back.interpolation) == (info.mean, info.std, 0.9, "bilinear")
+
+
+def test_onnx_without_metadata_is_refused_with_the_key(micro):
+    model, info, tmp = micro
+    path = tmp / "bare.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), dynamo=False, input_names=["input"])
+    with pytest.raises(InvalidInputError, match="'class_names' is missing"):
+        read_onnx_metadata(path)
+    with pytest.raises(InvalidInputError, match="no swinlab metadata"):
+        _ = OnnxRuntimeModel(path).info
+    with pytest.raises(InputNotFoundError, match="nothere.onnx"):
+        read_onnx_metadata(tmp / "nothere.onnx")
+
+
+def test_bad_sidecar_names_file_and_key(micro):
+    model, info, tmp = micro
+    path = tmp / "bad.pt"
+    export_model(model, info, path, fmt="torchscript", verify=False)
+    d = json.loads(sidecar_path(path).read_text())
+    d["input_size"] = [3, 64]
+    sidecar_path(path).write_text(json.dumps(d))
+    with pytest.raises(InvalidInputError, match=r"bad\.pt\.json: metadata 'input_size' must be \[3, H, W\]"):
+        read_sidecar(path)
+
+
+def test_int8_onnx_is_quantized_and_agrees(micro):
+    model, info, tmp = micro
+    path = tmp / "int8.onnx"
+    result = export_model(model, info, path, fmt="onnx", int8=True)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert ops.count("MatMulInteger") == linears  # every Linear layer, head included
+    assert ops.count("MatMul") == 2 * len(model.layers[0].blocks) * len(model.layers)  # q k^T, p v stay fp32
+    assert result.metadata.int8 and read_onnx_metadata(path).int8
+    assert result.verify.int8 and min(result.verify.cosine) >= 0.99
+    assert max(result.verify.max_abs_diff) > 0  # it is not the fp32 graph
+
+
+def test_verification_failure_leaves_no_file(micro, monkeypatch):
+    model, info, tmp = micro
+    path = tmp / "fails.onnx"
+    with pytest.raises(VerificationError, match=r"fails\.onnx not written: max \|ONNX Runtime - PyTorch\|"):
+        export_model(model, info, path, fmt="onnx", tolerance=0.0, batch_sizes=(1, 3))
+    assert not path.exists()
+    assert not [p for p in tmp.iterdir() if p.name.startswith(".fails.onnx")]  # scratch folder removed
+
+
+def test_options_are_checked(micro):
+    model, info, tmp = micro
+    with pytest.raises(UsageError, match="--int8 works with --format onnx only"):
+        export_model(model, info, tmp / "a.pt", fmt="torchscript", int8=True)
+    with pytest.raises(UsageError, match="--format 'tflite'"):
+        export_model(model, info, tmp / "a.tfl", fmt="tflite")
+    with pytest.raises(UsageError, match="--opset 9"):
+        export_model(model, info, tmp / "a.onnx", fmt="onnx", opset=9)
+
+
+def test_onnx_runtime_model_checks_input_shape(micro):
+    model, info, tmp = micro
+    runtime = OnnxRuntimeModel.from_model(model, info)
+    with pytest.raises(InvalidInputError, match=r"expected \(B, 3, 64, 64\)"):
+        runtime(torch.zeros(1, 3, 32, 32))
+    assert list(runtime.parameters()) == []  # duck-types the eager model without holding its weights twice
+    assert runtime.eager_model is model
+
+
+# ------------------------------------------------------------------ the command
+def test_cli_export_writes_and_verifies(micro, tmp_path, capsys):
+    out = tmp_path / "deploy" / "m.onnx"
+    assert main(["export", MICRO, "--format", "onnx", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "batch   1: max |ONNX Runtime - PyTorch|" in text and "batch   3:" in text
+    assert read_onnx_metadata(out).model_name == MICRO
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx"]  # nothing else left behind
+
+
+def test_cli_export_verify_failure_exits_1(tmp_path, capsys, monkeypatch):
+    from swinlab.export import api
+
+    real = api.load_exported
+    monkeypatch.setattr(api, "load_exported", lambda p, f: (lambda x: real(p, f)(x) + 1e-3))
+    out = tmp_path / "m.pt"
+    assert main(["export", MICRO, "--format", "torchscript", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("swinlab export: error: verification failed") and "exceeds the tolerance 0.0001" in err
+    assert err.count("\n") == 1 and not out.exists() and not sidecar_path(out).exists()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--format", "torchscript", "--int8"], "--int8 works with --format onnx only"),
+        (["--format", "onnx", "--opset", "40"], "--opset 40: expected 14 to 23"),
+        (["--format", "onnx", "--tolerance", "-1"], "--tolerance -1.0"),
+    ],
+)
+def test_cli_export_usage_errors_exit_2(tmp_path, capsys, argv, message):
+    assert main(["export", MICRO, "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swinlab export: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_export_bad_source_exits_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing_run"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "missing_run" in capsys.readouterr().err
+
+
+def test_cli_modules_do_not_import_torch():
+    code = (
+        "import sys, importlib\n"
+        "for m in ('swinlab.cli.export', 'swinlab.cli.benchmark', 'swinlab.cli.serve', 'swinlab.cli.runtime_args'):\n"
+        "    importlib.import_module(m)\n"
+        "print(sorted(k for k in ('torch', 'onnx', 'onnxruntime', 'fastapi', 'uvicorn') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

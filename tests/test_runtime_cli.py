@@ -1,0 +1,112 @@
+"""``predict`` / ``evaluate`` with ``--runtime onnxruntime [--int8]`` and an
+``.onnx`` SOURCE, against the eager model on a tiny checkpoint and a
+synthetic folder data set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swinlab import create_model
+from swinlab.cli.main import main
+
+pytest.importorskip("onnxruntime")
+
+MODEL = "swin_micro_patch4_window4_64"
+FOLDERS = ["c0", "c1", "c2"]
+NAMES = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rt")
+    rng = np.random.default_rng(0)
+    data = tmp / "data"
+    for k, cls in enumerate(FOLDERS):
+        for i in range(3):
+            arr = rng.integers(0, 256, (60 + 4 * k, 70 + 6 * i, 3), dtype=np.uint8)
+            p = data / "val" / cls / f"img{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(p)
+    torch.manual_seed(0)
+    model = create_model(MODEL, num_classes=3)
+    run = tmp / "runs" / "tiny"
+    run.mkdir(parents=True)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": MODEL,
+            "model_kwargs": dict(model.model_kwargs),
+            "class_names": NAMES,
+            "classes": FOLDERS,
+            "aug_config": {"img_size": 64, "eval_crop_ratio": 0.875, "interpolation": "bicubic"},
+            "config": {"data": "folder", "data_root": str(data), "num_classes": None, "val_split": "val"},
+            "epoch": 1,
+        },
+        run / "best.pt",
+    )
+    return {"tmp": tmp, "data": data, "run": run}
+
+
+def _predict_json(capsys, argv) -> list[dict]:
+    assert main(["predict", *argv, "--json", "--topk", "3"]) == 0
+    return json.loads(capsys.readouterr().out)["results"]
+
+
+def test_predict_onnxruntime_matches_eager(setup, capsys):
+    imgs = str(setup["data"] / "val")
+    eager = _predict_json(capsys, [str(setup["run"]), imgs])
+    ort = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime"])
+    int8 = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime", "--int8"])
+    assert len(eager) == len(ort) == len(int8) == 9
+    for e, o, q in zip(eager, ort, int8):
+        assert [p["class"] for p in o["predictions"]] == [p["class"] for p in e["predictions"]]
+        for pe, po, pq in zip(e["predictions"], o["predictions"], q["predictions"]):
+            assert abs(pe["probability"] - po["probability"]) < 1e-5
+            assert abs(pe["probability"] - pq["probability"]) < 0.05  # int8: close, not equal
+
+
+def test_predict_from_exported_onnx_file(setup, capsys, tmp_path):
+    path = tmp_path / "tiny.onnx"
+    assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(path)]) == 0
+    capsys.readouterr()
+    img = str(setup["data"] / "val" / "c1" / "img0.png")
+    eager = _predict_json(capsys, [str(setup["run"]), img])
+    from_file = _predict_json(capsys, [str(path), img])
+    assert from_file[0]["predictions"][0]["class"] in NAMES  # class names came from the file's metadata
+    assert [p["class"] for p in from_file[0]["predictions"]] == [p["class"] for p in eager[0]["predictions"]]
+    # attention maps need the PyTorch model, which an .onnx file does not have
+    assert main(["predict", str(path), img, "--attention-out", str(tmp_path / "att")]) == 2
+    assert "attention maps need the PyTorch model" in capsys.readouterr().err
+
+
+def test_predict_attention_with_onnxruntime_uses_eager_model(setup, capsys, tmp_path):
+    img = str(setup["data"] / "val" / "c0" / "img1.png")
+    out = tmp_path / "att"
+    assert main(["predict", str(setup["run"]), img, "--runtime", "onnxruntime", "--attention-out", str(out)]) == 0
+    assert len(list(out.glob("*.png"))) == 1
+
+
+def test_evaluate_onnxruntime_matches_eager(setup, capsys, tmp_path):
+    res = {}
+    for runtime in ("eager", "onnxruntime"):
+        out = tmp_path / runtime
+        assert main(["evaluate", str(setup["run"]), "--runtime", runtime, "--out", str(out), "--no-progress"]) == 0
+        res[runtime] = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert res["eager"]["num_images"] == res["onnxruntime"]["num_images"] == 9
+    assert res["eager"]["top1"] == res["onnxruntime"]["top1"]
+    assert abs(res["eager"]["loss"] - res["onnxruntime"]["loss"]) < 1e-5
+
+
+def test_runtime_usage_errors(setup, capsys, tmp_path):
+    img = str(setup["data"] / "val" / "c0" / "img0.png")
+    assert main(["predict", str(setup["run"]), img, "--int8"]) == 2
+    assert "--int8 needs --runtime onnxruntime" in capsys.readouterr().err
+    argv = ["evaluate", str(setup["run"]), "--runtime", "onnxruntime", "--amp", "bf16", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--amp bf16 applies to --runtime eager only" in capsys.readouterr().err
