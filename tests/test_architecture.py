@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "swinlab"
 
 #: component -> its layer (an import must go to a lower layer or stay inside the component).
 LAYER = {
-    "errors": 0, "constants": 0, "version": 0,
+    "errors": 0, "constants": 0, "version": 0, "memory": 0,
     "io": 1, "plots": 1,
     "models": 2, "data": 2,
     "weights": 3,
@@ -36,7 +36,7 @@ LAYER = {
 }
 #: components with a closed list of what they may import (besides themselves).
 ALLOWED = {
-    "errors": set(), "constants": set(), "version": set(), "plots": set(),
+    "errors": set(), "constants": set(), "version": set(), "memory": set(), "plots": set(),
     "io": {"errors", "constants"},
     "models": {"errors", "constants"},
     "data": {"errors", "constants", "io"},

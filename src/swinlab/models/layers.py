@@ -29,7 +29,7 @@ __all__ = [
     "Dropout",
     "DropPath",
     "Mlp",
-    "dropout_keep_mask",
+    "dropout_mask",
     "drop_path_residual",
     "init_weights",
     "init_weights_trunc_normal",
@@ -60,40 +60,45 @@ def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
-def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """A boolean keep-mask for dropout, and the drop probability it realises.
+def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The multiplier of dropout: ``1 / (1 - p)`` where an element is kept, 0
+    where it is dropped (``dtype``, ``shape``).
 
     On the CPU (with ``CHEAP_DROPOUT_MASKS``) each element takes 16 bits of
     a 64-bit random integer (``torch.randint``, the global generator): one
     draw makes four mask elements, and an element is dropped when its 16 bits
-    fall below ``round(p * 2**16)``. The realised probability is that value
-    over ``2**16`` (within ``2**-17`` of ``p``); callers scale by
-    ``1 / (1 - p_realised)``, so the expectation is exact. The elements are
-    independent Bernoulli draws, as with ``torch.bernoulli_``, which makes one
-    (slow, serial) draw per element. Elsewhere: ``torch.rand(shape) >= p``.
+    fall below ``round(p * 2**16)``. The realised drop probability is that
+    count over ``2**16`` (within ``2**-17`` of ``p``) and the kept elements are
+    scaled by ``1 / (1 - realised p)``, so the expectation is exact. The
+    elements are independent Bernoulli draws, as with ``torch.bernoulli_``,
+    which makes one (slow, serial) draw per element. Elsewhere (CUDA):
+    ``torch.rand(shape) >= p``, scaled by ``1 / (1 - p)``.
 
     Args:
-        shape: the mask shape. p: drop probability in [0, 1). device: where.
+        shape: the mask shape. p: drop probability in [0, 1). device, dtype: of the mask.
 
     Returns:
-        ``(keep, p_realised)``: ``keep`` bool of ``shape``.
+        ``(*shape)`` tensor of 0 and ``1 / (1 - p_realised)``.
     """
-    numel = math.prod(shape)
     if device.type != "cpu" or not CHEAP_DROPOUT_MASKS:
-        return torch.rand(shape, device=device) >= p, float(p)
+        return (torch.rand(shape, device=device) >= p).to(dtype).mul_(1.0 / (1.0 - p))
+    numel = math.prod(shape)
     levels = 1 << _MASK_BITS
     cut = round(p * levels)
     draws = torch.randint(-(2**63), 2**63 - 1, ((numel + 3) // 4,), dtype=torch.int64)
     bits = draws.view(torch.int16)[:numel].view(shape)  # uniform on [-2**15, 2**15)
-    return bits >= cut - levels // 2, cut / levels
+    keep_value = torch.tensor(levels / (levels - cut), dtype=dtype)
+    return torch.where(bits >= cut - levels // 2, keep_value, torch.zeros((), dtype=dtype))
 
 
 class Dropout(nn.Module):
     """Element-wise dropout (Srivastava et al. 2014), a drop-in ``nn.Dropout``.
 
     In training each element is zeroed with probability ``p`` and the others
-    are scaled by ``1 / (1 - p)``; the identity in eval mode. Masks come from
-    :func:`dropout_keep_mask` (cheap on the CPU).
+    are scaled by ``1 / (1 - p)``; the identity in eval mode. The mask comes
+    from :func:`dropout_mask` (cheap on the CPU); backward multiplies by the
+    same mask.
 
     Shapes: input and output ``(*)``.
     """
@@ -107,8 +112,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep, p = dropout_keep_mask(x.shape, self.p, x.device)
-        return (x * keep).mul_(1.0 / (1.0 - p))
+        return x * dropout_mask(x.shape, self.p, x.device, x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

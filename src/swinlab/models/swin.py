@@ -288,7 +288,8 @@ class SwinTransformerBlock(nn.Module):
         window, shift = self.window_and_shift(H, W)
         x = self.norm1(x)
         pad_h, pad_w = (-H) % window, (-W) % window
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # bottom/right to a multiple of the window
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # bottom/right to a multiple of the window
         Hp, Wp = H + pad_h, W + pad_w
         windows = shift_and_partition(x, window, shift)  # (B*nW, N, C)
         mask = shift_attention_mask(Hp, Wp, window, shift, x.device, fill=MASK_FILL) if shift else None

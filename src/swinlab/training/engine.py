@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from .. import data
 from ..errors import CheckpointError, ConfigError, DivergedError, UsageError
 from ..io.rundir import RunDir
+from ..memory import tune_cpu_allocator
 from ..version import __version__
 from ..weights.pretrained import save_pretrained
 from .checkpoint import TRAINING_KEYS, capture_rng_state, restore_rng_state
@@ -265,6 +266,8 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
     """Build the run (and restore it from ``last.pt`` when resuming)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if info.device.type == "cpu":
+        tune_cpu_allocator()
     seed_everything(cfg.seed + info.rank)
     run_dir = RunDir(cfg.run_dir)
     resumed = _read_resume(cfg, run_dir, info) if cfg.resume else None

@@ -37,9 +37,10 @@ def cpu_flags() -> set[str]:
 def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
     """The autocast dtype for ``amp`` on ``device`` and why (a phrase for the log).
 
-    ``auto``: float16 on CUDA (with a GradScaler); on a CPU bfloat16 only
-    when it has AMX tiles (``amx_bf16``), where bf16 matrix products are
-    several times faster than fp32; else fp32.
+    ``auto``: float16 on CUDA (with a GradScaler); on a CPU bfloat16 when it
+    has bf16 matrix instructions -- AMX tiles (``amx_bf16``) or AVX512-BF16
+    (``avx512_bf16``), where a small Swin's training step measured 1.4x
+    faster in bf16 than in fp32 (``benchmarks/RESULTS_train.md``); else fp32.
 
     Raises:
         UsageError: ``fp16`` on a CPU, or an unknown mode.
@@ -56,9 +57,12 @@ def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None
         raise UsageError(f"amp={amp!r}: expected 'none', 'bf16', 'fp16' or 'auto'")
     if device.type == "cuda":
         return torch.float16, "amp=auto on CUDA"
-    if "amx_bf16" in cpu_flags():
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
         return torch.bfloat16, "amp=auto: this CPU has AMX bf16 tiles"
-    return None, "amp=auto: no AMX on this CPU, so fp32 is the fast choice"
+    if "avx512_bf16" in flags:
+        return torch.bfloat16, "amp=auto: this CPU has AVX512-BF16 instructions"
+    return None, "amp=auto: no bf16 matrix instructions on this CPU, so fp32 is the fast choice"
 
 
 class _Split(Dataset):
