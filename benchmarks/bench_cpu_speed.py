@@ -34,6 +34,8 @@ Usage::
     python benchmarks/bench_cpu_speed.py --drop-path 0  # training without stochastic depth
     python benchmarks/bench_cpu_speed.py --masked-drop-path  # also swinlab training with
                                         # stochastic depth as a mask (no sample skipping)
+    python benchmarks/bench_cpu_speed.py --baseline 056c22d --no-hf --repeats 7   # today's swinlab
+                                        # against another commit's, same process (benchmarks/baseline.py)
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile(swinlab) inference (compiling takes minutes on a CPU)")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--baseline", metavar="REF", help="also time the swinlab of commit REF (same process)")
+    p.add_argument("--no-hf", action="store_true", help="leave transformers out")
     p.add_argument("--counts", action="store_true", help="only print parameter and MAC counts of the zoo")
     args = p.parse_args(argv)
     if args.counts:
@@ -183,8 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(args.batch, 3, 224, 224)
     y = torch.randint(0, 1000, (args.batch,))
     dp = args.drop_path
-    runners = [Runner("swinlab", create_model("swin_tiny_patch4_window7_224", drop_path_rate=dp), False, x, y),
-               Runner("hf-eager", build_hf("eager", dp), True, x, y)]
+    runners = [Runner("swinlab", create_model("swin_tiny_patch4_window7_224", drop_path_rate=dp), False, x, y)]
+    if not args.no_hf:
+        runners.append(Runner("hf-eager", build_hf("eager", dp), True, x, y))
+    if args.baseline:
+        from baseline import load_baseline
+
+        base = load_baseline(args.baseline)
+        torch.manual_seed(0)
+        runners.append(Runner(f"swinlab-{args.baseline}", base.models.create_model(
+            "swin_tiny_patch4_window7_224", drop_path_rate=dp), False, x, y))
     if args.hf_sdpa:
         runners.append(Runner("hf-sdpa", build_hf("sdpa", dp), True, x, y))
     if args.masked_drop_path:  # training only: inference is the same model
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         compiled = torch.compile(runners[0].model)
         runners.append(Runner("swinlab-compiled", compiled, False, x, y))
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+    print(f"CPU ISA {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, threads "
+          f"{torch.get_num_threads()}, batch {args.batch}, "
           f"Swin-T 224 fp32, drop_path_rate {dp}, {macs / 1e9:.3f} GMACs/image forward")
     peak = []
     inf: dict[str, list[float]] = {r.name: [] for r in runners}
@@ -233,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, data in (("inference", inf), ("training ", trn)):
         if not data["swinlab"]:
             continue
-        for other in [k for k in data if (k.startswith("hf") or k == "swinlab-masked") and data[k]]:
+        for other in [k for k in data if k != "swinlab" and k != "swinlab-compiled" and data[k]]:
             ratios = [a / b for a, b in zip(data["swinlab"], data[other])]
             print(f"{label} swinlab / {other}: median of per-repeat ratios {statistics.median(ratios):.2f}x, "
                   f"best / best {max(data['swinlab']) / max(data[other]):.2f}x "

@@ -1,34 +1,35 @@
-"""Two training recipes, one model, one CPU time budget: val top-1/top-5 on Tiny ImageNet.
+"""Training recipes at one CPU time budget: val top-1/top-5 on Tiny ImageNet
+(a script, not a test).
 
-Trains the same model (``swin_micro_patch4_window4_64`` by default) from scratch with
+Contenders, each a fresh ``swinlab train`` process with the same wall-clock
+budget (``--budget-min``, from the start of the run: data decoding included;
+training stops when it is spent, then the whole val split, 10,000 images, is
+evaluated), the same seed and the real data:
 
-* ``ours``:   ``configs/quick_cpu_tiny_imagenet.json`` (AdamW lr 2e-3, warmup + cosine that
-  follows the elapsed share of the budget, random resized crop, flip, label smoothing,
-  gradient clipping);
-* ``ref000``: reference 000's recipe (the Keras CIFAR-100 Swin example,
-  ``configs/ref000_cifar100.json``) moved to Tiny ImageNet and the same model:
-  ``configs/ref000_recipe_on_micro.json`` (AdamW lr 1e-3 constant, weight decay 1e-4,
-  label smoothing 0.1, pad-4 random crop + flip, batch 128, no mixup, no drop path),
+* ``main``: the main job's recipe (``quick_cpu_tiny_imagenet``), today's code;
+* ``ref000``: reference 000's recipe as published (``ref000_recipe_on_micro``:
+  AdamW 1e-3 constant, Keras weight decay 1e-4 on every weight, epsilon 1e-7,
+  label smoothing 0.1, flip only, batch 128, Keras initialisers) on the main
+  job's model, today's code;
+* ``old_main``: the main job of commit 056c22d (its code, run from a git
+  worktree, and its ``configs/quick_cpu_tiny_imagenet.json``), given the
+  same budget.
 
-each with ``time_budget_min`` set to ``--budget-min`` (wall clock from the start of the run,
-data decoding included; training stops when it is spent, then the FULL validation split,
-10,000 images, is evaluated), the same seed and the same ``--amp`` setting. Each run is a
-separate ``python -m swinlab train`` process (commands printed), run one after the other.
+``--amp none`` runs every contender in fp32 (the recipes' ``auto`` uses bf16
+on CPUs with AMX or AVX512-BF16). Prints a table with the CPU's ISA and the
+precision, and the commands; ``--json-out`` keeps the figures.
 
-Prints a table (recipe, epochs done, train images, images/s, val top-1, top-5) and writes the
-figures as JSON with ``--json-out``.
+Usage::
 
-Usage:
     python benchmarks/bench_recipe_budget.py --budget-min 15 --json-out runs/bench_recipe_budget.json
-    python benchmarks/bench_recipe_budget.py --recipes ref000 --budget-min 5
-    # smoke check (not a benchmark): 5 classes, one validation batch
-    python benchmarks/bench_recipe_budget.py --budget-min 0.1 --num-classes 5 --max-val-batches 1
+    python benchmarks/bench_recipe_budget.py --contenders main ref000 --budget-min 15 --amp none
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -36,203 +37,86 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from baseline import BASE_COMMIT, baseline_src
+
 REPO = Path(__file__).resolve().parents[1]
-RECIPES: dict[str, Path] = {
-    "ours": REPO / "configs" / "quick_cpu_tiny_imagenet.json",
-    "ref000": REPO / "configs" / "ref000_recipe_on_micro.json",
-}
-DESCRIPTIONS = {
-    "ours": "quick_cpu_tiny_imagenet (lr 2e-3 warmup+cosine, RRC, LS 0.1, clip 5)",
-    "ref000": "ref000 Keras recipe (lr 1e-3 const, wd 1e-4, pad-4 crop, LS 0.1)",
-}
+DEFAULT_DATA = os.environ.get("SWINLAB_DATA", str(REPO.parent / "shared" / "data" / "tiny-imagenet-200.zip"))
+CONTENDERS = ("main", "ref000", "old_main")
 
 
-def command_str(cmd: list[str]) -> str:
-    """A shell-quoted command line, with ``python`` for the running interpreter."""
-    shown = ["python" if i == 0 and c == sys.executable else c for i, c in enumerate(cmd)]
-    return shlex.join(shown)
+def command(contender: str, out: Path, args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra environment of one contender."""
+    env: dict[str, str] = {}
+    if contender == "old_main":
+        src = baseline_src(BASE_COMMIT)
+        env["PYTHONPATH"] = str(src.parent)
+        config = str(src.parents[1] / "configs" / "quick_cpu_tiny_imagenet.json")
+        cmd = [sys.executable, "-m", "swinlab", "train", "--config", config, "--no-progress"]
+    else:
+        recipe = {"main": "quick_cpu_tiny_imagenet", "ref000": "ref000_recipe_on_micro"}[contender]
+        cmd = [sys.executable, "-m", "swinlab", "train", "--config", recipe, "--no-progress"]
+        if contender == "ref000":
+            main_model = json.loads((REPO / "src" / "swinlab" / "configs" / "quick_cpu_tiny_imagenet.json")
+                                    .read_text())["model"]
+            cmd += ["--model", main_model]  # the same model as the main job
+    cmd += ["--data-root", args.data_root, "--out", str(out), "--overwrite", "--time-budget-min",
+            f"{args.budget_min:g}", "--seed", str(args.seed)]
+    if args.amp:
+        cmd += ["--amp", args.amp]
+    return cmd, env
 
 
-def rel(path: str | Path) -> str:
-    """``path`` relative to the repository root when inside it (the commands run there)."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def train_command(config: str | Path, out: Path, *, budget_min: float | None = None, amp: str | None = None,
-                  seed: int | None = None, model: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """The ``python -m swinlab train`` argument list of one run (fresh run directory, no bars)."""
-    cmd = [sys.executable, "-m", "swinlab", "train", "--config", rel(config), "--out", rel(out), "--overwrite",
-           "--no-progress"]
-    if model:
-        cmd += ["--model", model]
-    if budget_min is not None:
-        cmd += ["--time-budget-min", f"{budget_min:g}"]
-    if amp:
-        cmd += ["--amp", amp]
-    if seed is not None:
-        cmd += ["--seed", str(seed)]
-    return cmd + list(extra or [])
-
-
-def summarize_run(run_dir: Path) -> dict[str, Any]:
-    """Figures of a finished run directory (``config.json`` + ``metrics.jsonl``).
-
-    Returns:
-        ``epochs_completed`` (epoch records, the last one possibly partial),
-        ``epochs_equiv`` (training images / images per epoch), ``train_images``,
-        ``train_time_s``, ``images_per_s`` (training only), ``val_top1``, ``val_top5``,
-        ``val_loss`` (last evaluation), ``stopped_by_budget``, ``steps``, ``amp_dtype``,
-        ``num_params``, ``lr``.
-
-    Raises:
-        FileNotFoundError: no metrics in ``run_dir`` (the run failed before its first epoch).
-    """
-    from swinlab.training.logging import read_metrics
-
-    records = read_metrics(run_dir / "metrics.jsonl")
-    if not records:
-        raise FileNotFoundError(f"no epoch records in {run_dir / 'metrics.jsonl'}")
-    resolved = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("_resolved", {})
-    train_images = sum(int(r.get("train_images") or 0) for r in records)
-    train_time = sum(float(r["train_images"]) / float(r["images_per_s"]) for r in records
-                     if r.get("train_images") and r.get("images_per_s"))
-    per_epoch = int(resolved.get("steps_per_epoch", 0)) * int(resolved.get("global_batch", 0))
-    evals = [r for r in records if r.get("val_top1") is not None]
-    last = evals[-1] if evals else {}
+def summary(run: Path) -> dict[str, Any]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    cfg = json.loads((run / "config.json").read_text())
+    res = cfg.get("_resolved", {})
     return {
-        "epochs_completed": int(records[-1]["epoch"]),
-        "epochs_equiv": train_images / per_epoch if per_epoch else None,
-        "train_images": train_images,
-        "train_time_s": train_time,
-        "images_per_s": train_images / train_time if train_time > 0 else None,
-        "val_top1": last.get("val_top1"),
-        "val_top5": last.get("val_top5"),
-        "val_loss": last.get("val_loss"),
-        "stopped_by_budget": bool(records[-1].get("partial_epoch")),
-        "steps": int(records[-1].get("step") or 0),
-        "amp_dtype": resolved.get("amp_dtype"),
-        "num_params": resolved.get("num_params"),
-        "lr": resolved.get("lr"),
-        "num_classes": resolved.get("num_classes"),
+        "epochs": last.get("epoch_frac", last.get("epoch")), "val_top1": last["val_top1"],
+        "val_top5": last["val_top5"], "images_per_s": last.get("images_per_s"),
+        "precision": res.get("amp_dtype") or cfg.get("amp"), "curve": [(r.get("epoch_frac", r["epoch"]),
+                                                                         r.get("val_top1")) for r in rows],
     }
 
 
-def run_train(name: str, cmd: list[str], run_dir: Path) -> dict[str, Any]:
-    """Run one ``swinlab train`` process (its output goes to this process's stderr) and
-    summarize its run directory; failures are recorded, not raised."""
-    print(f"\n[{name}] {command_str(cmd)}", file=sys.stderr, flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr, check=False)
-    row: dict[str, Any] = {"name": name, "command": command_str(cmd), "run_dir": str(run_dir),
-                           "returncode": proc.returncode, "wall_s": time.time() - t0}
-    if proc.returncode != 0:
-        row["error"] = f"swinlab train exited with {proc.returncode}"
-        return row
-    try:
-        row.update(summarize_run(run_dir))
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        row["error"] = str(e)
-    return row
-
-
-def fmt(v: Any, spec: str, missing: str = "-") -> str:
-    """``format(v, spec)``, or ``missing`` for None."""
-    return missing if v is None else format(v, spec)
-
-
-def print_table(rows: list[dict[str, Any]], budget_min: float, max_val_batches: int | None = None) -> None:
-    """The results table (stdout)."""
-    head = (f"{'recipe':8s} {'epochs':>12s} {'train imgs':>11s} {'img/s':>7s} {'val top-1':>9s} {'top-5':>7s} "
-            f"{'wall s':>7s}  amp")
-    val = "the full validation split" if max_val_batches is None else f"{max_val_batches} validation batch(es)"
-    print(f"\nTraining-time budget {budget_min:g} min per recipe (data decoding included), then {val}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        if r.get("error"):
-            print(f"{r['name']:8s} FAILED: {r['error']}")
-            continue
-        ep = f"{r['epochs_completed']} ({fmt(r['epochs_equiv'], '.2f')})"
-        print(f"{r['name']:8s} {ep:>12s} {r['train_images']:>11d} {fmt(r['images_per_s'], '7.0f')} "
-              f"{fmt(r['val_top1'], '8.2f')}% {fmt(r['val_top5'], '6.2f')}% {r['wall_s']:7.0f}  "
-              f"{r.get('amp_dtype') or 'fp32'}")
-    print("epochs: epoch records (full-epoch equivalents of the training images seen)")
-    for r in rows:
-        if not r.get("error") and not r.get("stopped_by_budget"):
-            print(f"note: {r['name']} ended at its epochs limit before the budget was spent")
-    print("\ncommands:")
-    for r in rows:
-        print(f"  [{r['name']}] {r['command']}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the selected recipes one after the other and print / save the table; exit code 1 if a run failed."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-min", type=float, default=15.0, help="time budget per recipe [min] (default 15)")
-    p.add_argument("--model", default="swin_micro_patch4_window4_64", help="the model both recipes train")
-    p.add_argument("--recipes", default="ours,ref000", help="comma-separated: ours, ref000 (default both)")
-    p.add_argument("--amp", default="auto", choices=("none", "bf16", "fp16", "auto"),
-                   help="mixed precision for both runs (default auto)")
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument("--budget-min", type=float, default=15.0)
+    p.add_argument("--data-root", default=DEFAULT_DATA)
+    p.add_argument("--amp", choices=("none", "bf16", "auto"), help="override every recipe's amp")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", type=Path, default=REPO / "runs" / "bench_recipe_budget",
-                   help="run directories go to OUT_DIR/<recipe>")
-    p.add_argument("--data-root", help="Tiny ImageNet zip/folder (default: swinlab's search)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--ours-config", type=Path, default=RECIPES["ours"])
-    p.add_argument("--ref000-config", type=Path, default=RECIPES["ref000"])
-    p.add_argument("--num-classes", type=int, help="first K classes only (smoke checks; default all 200)")
-    p.add_argument("--max-train-batches", type=int, help="batches per epoch (smoke checks)")
-    p.add_argument("--max-val-batches", type=int, help="validation batches (smoke checks; default: all)")
-    p.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every recipe (repeatable)")
-    p.add_argument("--json-out", type=Path, help="write the results as JSON here")
-    p.add_argument("--dry-run", action="store_true", help="print the commands only")
-    args = p.parse_args(argv)
-
-    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown or not names:
-        p.error(f"--recipes: unknown {unknown}; choose from {', '.join(RECIPES)}")
-    configs = {"ours": args.ours_config, "ref000": args.ref000_config}
-    extra: list[str] = []
-    for flag, value in (("--data-root", args.data_root), ("--threads", args.threads),
-                        ("--num-classes", args.num_classes), ("--max-train-batches", args.max_train_batches),
-                        ("--max-val-batches", args.max_val_batches)):
-        if value is not None:
-            extra += [flag, str(value)]
-    for item in args.set_items:
-        extra += ["--set", item]
-    runs = [(n, train_command(configs[n], args.out_dir / n, budget_min=args.budget_min, amp=args.amp,
-                              seed=args.seed, model=args.model, extra=extra)) for n in names]
-    if args.dry_run:
-        for n, cmd in runs:
-            print(f"[{n}] {command_str(cmd)}")
-        return 0
-
-    import torch
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model}; "
-          f"budget {args.budget_min:g} min; amp {args.amp}; seed {args.seed}", file=sys.stderr)
-    rows = []
-    for n, cmd in runs:
-        row = run_train(n, cmd, args.out_dir / n)
-        row["recipe"] = DESCRIPTIONS[n]
-        row["config"] = str(configs[n])
-        rows.append(row)
-    print_table(rows, args.budget_min, args.max_val_batches)
+    p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench_recipe_budget"))
+    p.add_argument("--json-out")
+    args = p.parse_args()
+    print(f"CPU ISA {torch.backends.cpu.get_cpu_capability()}; budget {args.budget_min:g} min each; "
+          f"amp {args.amp or 'as each recipe says'}")
+    results = {}
+    for contender in args.contenders:
+        out = Path(args.runs_dir) / f"{contender}{'_' + args.amp if args.amp else ''}"
+        cmd, env = command(contender, out, args)
+        print(f"\n$ {' '.join(f'{k}={v}' for k, v in env.items())} {shlex.join(cmd)}", flush=True)
+        t = time.time()
+        res = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
+        if res.returncode:
+            raise SystemExit(f"{contender} failed:\n{res.stderr[-3000:]}")
+        results[contender] = {**summary(out), "wall_s": time.time() - t, "command": shlex.join(cmd)}
+        r = results[contender]
+        print(f"{contender}: {r['val_top1']:.2f}% top-1, {r['val_top5']:.2f}% top-5 after {r['epochs']:.2f} "
+              f"epochs ({r['images_per_s'] or 0:.0f} img/s, {r['precision']}), {r['wall_s']:.0f} s wall clock")
+    print(f"\n{'contender':<10}{'epochs':>8}{'img/s':>8}{'precision':>11}{'top-1':>8}{'top-5':>8}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['epochs']:>8.2f}{r['images_per_s'] or 0:>8.0f}{str(r['precision']):>11}"
+              f"{r['val_top1']:>7.2f}%{r['val_top5']:>7.2f}%")
+    if "main" in results:
+        for other in (o for o in results if o != "main"):
+            print(f"main - {other}: {results['main']['val_top1'] - results[other]['val_top1']:+.2f} points top-1")
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        out = {"benchmark": "recipe_budget", "budget_min": args.budget_min, "model": args.model,
-               "amp": args.amp, "seed": args.seed, "num_classes": args.num_classes,
-               "max_val_batches": args.max_val_batches, "torch": torch.__version__,
-               "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": rows}
-        args.json_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-        print(f"\nJSON: {args.json_out}")
-    return 0 if all(not r.get("error") for r in rows) else 1
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

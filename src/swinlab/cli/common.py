@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "fraction", "add_source_args"]
+__all__ = ["positive_int", "fraction", "add_source_args", "short_name"]
 
 
 def positive_int(text: str) -> int:
@@ -37,3 +37,8 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                         "(config.json + model.safetensors) or a model name")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+
+
+def short_name(name: str) -> str:
+    """The first synonym of a WordNet-style class name (``"goldfish, Carassius auratus"`` -> ``"goldfish"``)."""
+    return name.split(",")[0].strip() or name

@@ -26,8 +26,8 @@ from ..inference.reports import save_per_class_csv
 from ..io.files import atomic_write_text, ensure_dir
 from ..plots import plot_confusion_matrix
 from ..training.distributed import resolve_device
-from ..training.evaluation import evaluate_model
-from .common import add_source_args, fraction, positive_int
+from ..training.evaluation import evaluate_model, predict_batch
+from .common import add_source_args, fraction, positive_int, short_name
 from .inputs import add_input_args, report_skipped, skip_hint
 from .runtime_args import add_runtime_args, load_for_runtime
 
@@ -61,6 +61,8 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("--crop-ratio", type=fraction, help="override the eval centre-crop ratio (0, 1]")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), help="override the resize mode")
     p.add_argument("--tta-hflip", action="store_true", help="average the logits of each image and its mirror image")
+    p.add_argument("--show", type=int, default=0, metavar="N",
+                   help="also print the top-3 predictions of the first N images with their true labels")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="decode the split first and leave unreadable images out (counted and listed) instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,5 +154,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"images: {res['num_images']}")
     print(f"skipped: {len(skipped)} unreadable image(s)" + (" (listed in metrics.json)" if skipped else ""))
     print(f"wrote:  {metrics_path}, {csv_path}, {png_path}")
+    if args.show > 0:
+        print(_examples(model, dataset, names, args.show, device, args.tta_hflip))
     report_skipped(skipped, len(dataset) + len(skipped))
     return 0
+
+
+def _examples(model: Any, dataset: Any, names: list[str], n: int, device: torch.device, tta: bool) -> str:
+    """The top-3 classes of the first ``n`` images of ``dataset`` beside their true class."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    x = torch.stack([img for img, _ in items]).to(device)
+    with torch.inference_mode():
+        probs = predict_batch(model, x, tta).softmax(dim=1)
+    top = probs.topk(min(3, probs.shape[1]), dim=1)
+    image_names = getattr(dataset, "image_names", None) or [f"#{i}" for i in range(len(items))]
+    lines = ["examples (first images of the split):"]
+    for i, (_, label) in enumerate(items):
+        guesses = ", ".join(f"{short_name(names[int(c)])} {p:.0%}" for p, c in zip(top.values[i], top.indices[i]))
+        mark = "right" if int(top.indices[i, 0]) == int(label) else "wrong"
+        lines.append(f"  {Path(image_names[i]).name}: true {short_name(names[int(label)])} | predicted {guesses} "
+                     f"({mark})")
+    return "\n".join(lines)

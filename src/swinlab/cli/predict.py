@@ -20,11 +20,11 @@ from ..inference.loading import eval_transform_for
 from ..inference.predict import predict
 from ..plots import save_attention_figure
 from ..training.distributed import resolve_device
-from .common import add_source_args, positive_int
+from .common import add_source_args, positive_int, short_name
 from .inputs import add_input_args, check_some_read, report_skipped, skip_hint
 from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
 
-__all__ = ["register", "run", "format_table", "format_json", "short_name"]
+__all__ = ["register", "run", "format_table", "format_json"]
 
 _DESCRIPTION = """\
 Top-k classes of images: files, folders, zip archives (A.zip), folders inside them (A.zip::FOLDER/) or
@@ -49,11 +49,6 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     add_input_args(p)
     p.set_defaults(func=run)
     return p
-
-
-def short_name(name: str) -> str:
-    """The first synonym of a WordNet-style class name (``"goldfish, Carassius auratus"`` -> ``"goldfish"``)."""
-    return name.split(",")[0].strip() or name
 
 
 def format_table(specs: list[str], preds: list[list[tuple[int, str, float]]], names: str = "first") -> str:

@@ -289,7 +289,7 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
               ema=ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None, amp_dtype=amp_dtype,
               precision_reason=reason, steps_per_epoch=spe, budget=Budget(budget_s),
               resize=ResizeSchedule(cfg.progressive_resize, dat.aug.img_size), signals=signals, t_start=t_start,
-              resolved=_resolved(cfg, dat, model, info, global_batch, spe))
+              resolved=_resolved(cfg, dat, model, info, global_batch, spe, amp_dtype, reason))
     run.val_loader = data.build_loader(dat.val, cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     if resumed is not None:
@@ -301,11 +301,13 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
 
 
 def _resolved(cfg: TrainConfig, dat: TrainData, model: nn.Module, info: DistInfo, global_batch: int,
-              spe: int) -> dict[str, Any]:
+              spe: int, amp_dtype: torch.dtype | None, reason: str) -> dict[str, Any]:
     """``config.json``: the config plus what the run derived from it."""
     out = cfg.to_dict()
     out["aug"] = dat.aug.to_dict()
     out["_resolved"] = {"global_batch": global_batch, "world_size": info.world_size, "steps_per_epoch": spe,
+                        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+                        "precision_reason": reason, "cpu_isa": torch.backends.cpu.get_cpu_capability(),
                         "num_classes": dat.num_classes, "device": str(info.device), "swinlab_version": __version__,
                         "num_params": sum(p.numel() for p in model.parameters())}
     return out
