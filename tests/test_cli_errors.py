@@ -53,7 +53,7 @@ def test_unknown_model_missing_file_and_bad_flag_are_the_same_everywhere(command
     assert rc == 2 and err.startswith(f"swinlab {command}: error: ") and "no_such_run" in err, err
     assert err.count("\n") == 1, err
 
-    rc, err = _run(capsys, [command, "--bogus-flag"])
+    rc, err = _run(capsys, build("swin_tiny_patch4_window7_224", str(tmp_path)) + ["--bogus-flag"])
     assert rc == 2 and f"swinlab {command}: error: " in err and "--bogus-flag" in err, err
     assert "Traceback" not in err
 

@@ -70,6 +70,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"{__package__}.{name}").register(sub, summary, [common])
         else:
             sub.add_parser(name, help=summary, add_help=False)
+    parser.set_defaults(command_parsers=sub.choices)
     return parser
 
 
@@ -83,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen(argv)
     parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser: "swinlab COMMAND: error: ..."
+        own = args.command_parsers.get(getattr(args, "command", None), parser)
+        own.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
