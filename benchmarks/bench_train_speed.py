@@ -16,7 +16,8 @@ Two measurements, both printed with the CPU's ISA:
   the allocator settings applied to the process (so neither code pays page
   faults); each timed block follows an untimed step of the same code.
 
-``--compile`` also times today's step under ``torch.compile`` in both parts.
+``--compile`` also times today's step under ``torch.compile`` in both parts,
+``--bf16`` under bf16 autocast.
 
 Usage::
 
@@ -58,15 +59,18 @@ def build(code: str, case: str, compile_: bool = False) -> tuple[torch.nn.Module
     return (torch.compile(model, dynamic=False) if compile_ else model), size, classes
 
 
-def make_step(model: torch.nn.Module, batch: int, size: int, classes: int):
-    """A closure running one training step on a fixed random batch."""
+def make_step(model: torch.nn.Module, batch: int, size: int, classes: int, bf16: bool = False):
+    """A closure running one training step on a fixed random batch (``bf16``:
+    under bf16 autocast, as ``swinlab train`` with ``amp`` on the CPU)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, size, size)
     target = F.one_hot(torch.randint(0, classes, (batch,)), classes).float() * 0.9 + 0.1 / classes
     model.train()
 
     def step() -> None:
-        loss = torch.sum(-target * F.log_softmax(model(x), dim=-1), dim=-1).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -87,7 +91,7 @@ def worker(code: str, case: str, args: argparse.Namespace) -> dict:
     if code != "base":
         tune_cpu_allocator()
     model, size, classes = build("today" if code != "base" else "base", case, code == "compiled")
-    step = make_step(model, args.batch, size, classes)
+    step = make_step(model, args.batch, size, classes, bf16=code == "bf16")
     t = time.perf_counter()
     for _ in range(args.warmup):
         step()
@@ -115,7 +119,7 @@ def one_process(case: str, codes: list[str], args: argparse.Namespace) -> dict:
     steps, warm = {}, {}
     for code in codes:
         model, size, classes = build("today" if code != "base" else "base", case, code == "compiled")
-        steps[code] = make_step(model, args.batch, size, classes)
+        steps[code] = make_step(model, args.batch, size, classes, bf16=code == "bf16")
         t = time.perf_counter()
         for _ in range(args.warmup):
             steps[code]()
@@ -156,6 +160,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time today's step under torch.compile")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time today's step under bf16 autocast (the precision amp=auto picks on CPUs with "
+                        "AMX or AVX512-BF16)")
     p.add_argument("--json-out", help="also write the results as JSON")
     p.add_argument("--worker", nargs=2, metavar=("CODE", "CASE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -163,9 +170,9 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return
     torch.set_num_threads(args.threads)
-    codes = ["base", "today"] + (["compiled"] if args.compile else [])
+    codes = ["base", "today"] + (["compiled"] if args.compile else []) + (["bf16"] if args.bf16 else [])
     print(f"CPU ISA {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, {args.threads} threads, "
-          f"fp32, batch {args.batch}; base = commit {BASE_COMMIT}")
+          f"fp32 (bf16: autocast), batch {args.batch}; base = commit {BASE_COMMIT}")
     results = {}
     for case in args.cases:
         model_name, size, _ = CASES[case]
