@@ -36,6 +36,7 @@ Usage::
                                         # stochastic depth as a mask (no sample skipping)
     python benchmarks/bench_cpu_speed.py --baseline 056c22d --no-hf --repeats 7   # today's swinlab
                                         # against another commit's, same process (benchmarks/baseline.py)
+    python benchmarks/bench_cpu_speed.py --tune-malloc ...  # with the allocator settings of swinlab train
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 
 from swinlab import create_model
 from swinlab.models.flops import count_macs
+from swinlab.memory import tune_cpu_allocator
 
 
 def gemm_gflops(n: int = 2048, iters: int = 10) -> float:
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", metavar="REF", help="also time the swinlab of commit REF (same process)")
     p.add_argument("--no-hf", action="store_true", help="leave transformers out")
     p.add_argument("--counts", action="store_true", help="only print parameter and MAC counts of the zoo")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="apply swinlab.memory.tune_cpu_allocator first, as swinlab train does on the CPU "
+                        "(process-wide: every model in the run gets it)")
     args = p.parse_args(argv)
     if args.counts:
         print_counts()
@@ -181,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats, args.iters, args.warmup = 2, 1, 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    malloc = "glibc tuned (swinlab.memory)" if args.tune_malloc and tune_cpu_allocator() else "default allocator"
 
     macs = count_macs(create_model("swin_tiny_patch4_window7_224"))
     gflop_fwd = 2 * macs / 1e9
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"CPU ISA {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, threads "
           f"{torch.get_num_threads()}, batch {args.batch}, "
-          f"Swin-T 224 fp32, drop_path_rate {dp}, {macs / 1e9:.3f} GMACs/image forward")
+          f"Swin-T 224 fp32, drop_path_rate {dp}, {macs / 1e9:.3f} GMACs/image forward, {malloc}")
     peak = []
     inf: dict[str, list[float]] = {r.name: [] for r in runners}
     trn: dict[str, list[float]] = {r.name: [] for r in runners}

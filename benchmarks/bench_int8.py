@@ -49,8 +49,6 @@ def _data_root(arg: str | None) -> str | None:
 
 
 def accuracy_part(args: argparse.Namespace) -> dict:
-    # the model is loaded outside inference_mode: Swin's mask cache reads the bias table's
-    # version counter, which tensors created in inference mode do not have
     model, info = load_model(args.source, device="cpu")
     int8 = OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads)
     dataset = build_dataset("tiny-imagenet", root=_data_root(args.data), split="val", transform=eval_transform_for(info))

@@ -8,7 +8,7 @@ prints the export time, whether the graph runs in ONNX Runtime and OpenVINO
 (CPU, f32) at batch 1, 3 and 17 and its max |difference| from eager PyTorch,
 and the ONNX Runtime time of one batch of 17 (median of ``--iters`` calls
 after a warm-up), all in this one process. ``swinlab.export.onnx_export``
-uses the exporter these figures favour; its docstring quotes them.
+uses the exporter these figures favour; `benchmarks/RESULTS_deploy.md` records them.
 
     python benchmarks/bench_onnx_exporters.py --models swin_tiny_patch4_window7_224 swin_micro_patch4_window4_64
 """

@@ -10,6 +10,7 @@ them (the server's micro-batching, from ``/info``), and the server's resident
 memory (``VmRSS`` of ``/proc/PID/status``) after start-up, after a warm-up of
 ``--clients`` requests and at the end (growth = end - after warm-up), plus its
 peak (``VmHWM``). The CPU ISA of this machine is printed with the figures.
+Exits 1 on any error or an RSS growth above ``--max-growth-mib`` (50 MiB).
 
 Run on an idle machine:
 
@@ -107,6 +108,8 @@ def main() -> None:
     p.add_argument("--runtime", default="eager", choices=("eager", "onnxruntime"))
     p.add_argument("--int8", action="store_true")
     p.add_argument("--threads", type=int, help="server model threads")
+    p.add_argument("--max-growth-mib", type=float, default=50.0,
+                   help="fail (exit 1) when the server's RSS grows more than this after warm-up (default: 50)")
     p.add_argument("--json-out")
     args = p.parse_args()
     images = _images(args.data, min(args.requests, 500))
@@ -154,6 +157,9 @@ def main() -> None:
         print("  error:", e)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
+    if out["errors"] or not alive or out["rss_growth_mib"] > args.max_growth_mib:
+        sys.exit(f"FAILED: {out['errors']} errors, alive {alive}, RSS growth {out['rss_growth_mib']:+.1f} MiB "
+                 f"(bound {args.max_growth_mib:g} MiB)")
 
 
 if __name__ == "__main__":

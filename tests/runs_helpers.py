@@ -78,3 +78,24 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert wa.keys() == wb.keys()
         for k in wa:
             assert torch.equal(wa[k], wb[k]), f"{name}: {k}"
+
+
+def save_folder_run(run: Path, model: torch.nn.Module, model_name: str, class_names: list[str],
+                    folders: list[str], data: Path, epoch: int) -> Path:
+    """A minimal run folder (``run/best.pt``) as ``swinlab train`` on an image
+    folder would leave it, for the inference-side tests."""
+    run.mkdir(parents=True)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_name": model_name,
+            "model_kwargs": dict(model.model_kwargs),
+            "class_names": class_names,
+            "classes": folders,
+            "aug_config": {"img_size": 64, "eval_crop_ratio": 0.875, "interpolation": "bicubic"},
+            "config": {"data": "folder", "data_root": str(data), "num_classes": None, "val_split": "val"},
+            "epoch": epoch,
+        },
+        run / "best.pt",
+    )
+    return run

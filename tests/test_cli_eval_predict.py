@@ -23,6 +23,8 @@ from swinlab.cli import predict as cli_predict
 from swinlab.cli.main import main
 from swinlab.inference import load_features, load_model, predict
 
+from runs_helpers import save_folder_run
+
 MODEL = "swin_micro_patch4_window4_64"
 FOLDERS = ["c0", "c1", "c2"]  # class ids (folder names, sorted)
 NAMES = ["zero", "one", "two"]
@@ -43,21 +45,7 @@ def setup(tmp_path_factory):
             Image.fromarray(arr).save(p)
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=3)
-    run = tmp / "runs" / "tiny"
-    run.mkdir(parents=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "model_name": MODEL,
-            "model_kwargs": dict(model.model_kwargs),
-            "class_names": NAMES,
-            "classes": FOLDERS,
-            "aug_config": {"img_size": 64, "eval_crop_ratio": 0.875, "interpolation": "bicubic"},
-            "config": {"data": "folder", "data_root": str(data), "num_classes": None, "val_split": "val"},
-            "epoch": 3,
-        },
-        run / "best.pt",
-    )
+    run = save_folder_run(tmp / "runs" / "tiny", model, MODEL, NAMES, FOLDERS, data, epoch=3)
     zpath = tmp / "imgs.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.write(data / "val" / "c1" / "img0.png", "imgs/a.png")

@@ -155,3 +155,27 @@ def test_dropout_eval_identity_and_gradient():
     assert torch.allclose(x.grad, kept.float() * scale)
     with pytest.raises(ValueError, match="dropout probability"):
         L.Dropout(1.0)
+
+
+def test_blocked_mlp_inference_equals_plain(monkeypatch):
+    """The inference speed path BLOCKED_MLP_INFERENCE gives the plain MLP's values
+    (a token count that is not a multiple of the block), and is not taken with
+    autograd on."""
+    torch.manual_seed(0)
+    mlp = L.Mlp(8, 32).eval()
+    x = torch.randn(3, 700, 8)
+    plain = mlp.fc2(mlp.act(mlp.fc1(x)))
+    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)  # blocks of 256 tokens: 9 blocks
+    taken = []
+    blocked_fn = L.Mlp.forward_blocked
+    monkeypatch.setattr(L.Mlp, "forward_blocked", lambda self, t: taken.append(1) or blocked_fn(self, t))
+    with torch.no_grad():
+        blocked = mlp(x)
+    assert taken and blocked.shape == (3, 700, 8)
+    assert torch.allclose(blocked, plain, atol=1e-6)
+    taken.clear()
+    out = mlp(x.clone().requires_grad_(True))  # autograd: the plain, differentiable path
+    assert not taken and out.grad_fn is not None and torch.allclose(out, plain, atol=1e-6)
+    monkeypatch.setattr(L, "BLOCKED_MLP_INFERENCE", False)
+    with torch.no_grad():
+        assert torch.allclose(mlp(x), blocked, atol=1e-6) and not taken

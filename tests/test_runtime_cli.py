@@ -14,6 +14,8 @@ from PIL import Image
 from swinlab import create_model
 from swinlab.cli.main import main
 
+from runs_helpers import save_folder_run
+
 pytest.importorskip("onnxruntime")
 
 MODEL = "swin_micro_patch4_window4_64"
@@ -34,21 +36,7 @@ def setup(tmp_path_factory):
             Image.fromarray(arr).save(p)
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=3)
-    run = tmp / "runs" / "tiny"
-    run.mkdir(parents=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "model_name": MODEL,
-            "model_kwargs": dict(model.model_kwargs),
-            "class_names": NAMES,
-            "classes": FOLDERS,
-            "aug_config": {"img_size": 64, "eval_crop_ratio": 0.875, "interpolation": "bicubic"},
-            "config": {"data": "folder", "data_root": str(data), "num_classes": None, "val_split": "val"},
-            "epoch": 1,
-        },
-        run / "best.pt",
-    )
+    run = save_folder_run(tmp / "runs" / "tiny", model, MODEL, NAMES, FOLDERS, data, epoch=1)
     return {"tmp": tmp, "data": data, "run": run}
 
 

@@ -2,19 +2,16 @@
 
 Exporter: PyTorch's TorchScript-based exporter (``torch.onnx.export(...,
 dynamo=False)``), chosen by measurement over the ``torch.export``-based one
-(``dynamo=True``, which needs ``onnxscript``). ``benchmarks/bench_onnx_exporters.py``
-prints the figures; on 2 CPU threads (AVX512, torch 2.13, onnxruntime 1.32,
-openvino 2026.4, random weights, a machine shared with other jobs) both graphs
-of Swin-T (224 px) and of the micro Swin run in ONNX Runtime and OpenVINO at
-batch 1, 3 and 17 within 1.1e-6 of eager PyTorch, but
+(``dynamo=True``, which needs ``onnxscript``; figures in
+``benchmarks/RESULTS_deploy.md``, from ``benchmarks/bench_onnx_exporters.py``).
+Both graphs of Swin-T and of the micro Swin run in ONNX Runtime and OpenVINO
+at batch 1, 3 and 17 within float rounding of eager PyTorch, but
 
 * the TorchScript-based exporter traces at batch 1 and keeps the batch axis
   dynamic; ``torch.export`` specialises a batch-1 example to a constant batch
   of 1 (its 0/1 specialisation), so it must be given a batch of 2 or more;
-* it exports faster: Swin-T 4.4 s against 17.8 s, the micro Swin 0.9 s
-  against 8.9 s;
-* its graph runs as fast or faster in ONNX Runtime (batch 17, median of 3
-  warm calls: Swin-T 2.19 s against 2.37 s, micro 16 ms against 24 ms);
+* it exports several times faster, and its graph runs as fast or faster in
+  ONNX Runtime;
 * it writes the opset asked for: the ``torch.export``-based exporter has no
   opset-17 implementations, writes opset 18 and logs a failed down-conversion.
 
@@ -28,12 +25,9 @@ merging and the head, whose Gemm node the quantizer turns into a MatMul; in
 the micro Swin: 27 MatMulInteger nodes); the patch-embedding convolution and
 the attention products q k^T and p v (MatMuls of two activations) stay fp32:
 int8 weights, activations quantized per batch at run time. Chosen over
-``torch.ao.quantization.quantize_dynamic``, which is deprecated in favour of
-torchao and does not run on swinlab's MLP (its blocked fast path reads
-``fc1.weight.dtype``; a quantized Linear's ``weight`` is a method). With that
-path switched off (a throwaway script, not kept), torch's int8 Swin-T was no
-faster than ONNX Runtime's (batch 8, 2 threads, shared machine: 22.0 vs 21.9
-images/s).
+``torch.ao.quantization.quantize_dynamic``: torch 2.13 warns that its
+quantized tensors are deprecated and will be removed, and an ONNX file runs
+in ONNX Runtime and OpenVINO alike.
 """
 
 from __future__ import annotations

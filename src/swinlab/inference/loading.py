@@ -25,6 +25,7 @@ from ..data.eval_transform import EvalTransform
 from ..errors import CheckpointError, InputNotFoundError, UsageError
 from ..factory import create_model
 from ..io.rundir import RunDir
+from ..memory import tune_cpu_allocator
 from ..models.registry import build_model, get_model_spec, list_models
 from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 
@@ -220,6 +221,11 @@ def load_model(
         num_classes: for a zoo name: head size (default: the configuration's).
         ema: for training checkpoints: use the EMA weights.
 
+    On the CPU it applies :func:`swinlab.memory.tune_cpu_allocator` (once per
+    process), as training does: inference of a large model allocates tens
+    of MiB per layer, which glibc would otherwise page-fault fresh on every
+    call (``SWINLAB_TUNE_MALLOC=0`` switches it off).
+
     Returns:
         ``(model, info)``.
 
@@ -229,6 +235,8 @@ def load_model(
         ValueError: an unreadable or invalid checkpoint, or an unknown model
             name.
     """
+    if str(device).startswith("cpu"):
+        tune_cpu_allocator()
     src = os.fspath(source)
     path = Path(src)
     if path.is_dir():
