@@ -39,6 +39,7 @@ __all__ = [
     "init_weights",
     "init_weights_trunc_normal",
     "to_2tuple",
+    "is_building_graph",
 ]
 
 #: draw dropout masks 4 per 64-bit random integer on the CPU (see :func:`dropout_mask`).
@@ -55,8 +56,9 @@ INITS = ("official", "keras")
 _MASK_BITS = 16  # bits of randomness per element in the cheap masks
 
 
-def _tracing() -> bool:
-    """True while tracing, scripting, compiling or exporting."""
+def is_building_graph() -> bool:
+    """True while tracing, scripting, compiling or exporting: speed paths
+    with Python-side caches or loops over sizes step aside then."""
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
@@ -222,7 +224,8 @@ class Mlp(nn.Module):
         self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (BLOCKED_MLP_INFERENCE and not _tracing() and not torch.is_grad_enabled()  # tracing first: no shape guards
+        # is_building_graph() first: no shape guards for torch.export from the size test
+        if (BLOCKED_MLP_INFERENCE and not is_building_graph() and not torch.is_grad_enabled()
                 and not (self.training and self.drop.p > 0.0)
                 and x.numel() // max(x.shape[-1], 1) * self.fc1.out_features > MLP_BLOCK_ELEMENTS):
             return self.forward_blocked(x)

@@ -21,6 +21,8 @@ from functools import lru_cache
 
 import torch
 
+from .layers import is_building_graph
+
 __all__ = [
     "ONE_GATHER_SHIFT",
     "MASK_FILL",
@@ -44,12 +46,6 @@ ONE_GATHER_SHIFT = True
 #: exactly 0; outputs differ from the official ones by ~e^-100 relative, far below
 #: float32 resolution (the reference logits match to < 1e-6).
 MASK_FILL = -1.0e4
-
-
-def _tracing() -> bool:
-    """True while tracing, scripting, compiling or exporting: the Python-side
-    caches are bypassed then (the graph gets freshly built constants)."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -103,7 +99,7 @@ def window_order(H: int, W: int, window_size: int, shift_size: int = 0,
     Returns:
         ``(order, inverse)``, each ``(H*W,)`` int64 (cached; do not modify).
     """
-    build = _build_window_order if _tracing() else _cached_window_order
+    build = _build_window_order if is_building_graph() else _cached_window_order
     return build(H, W, window_size, shift_size, torch.device(device))
 
 
@@ -191,7 +187,7 @@ def shift_attention_mask(H: int, W: int, window_size: int, shift_size: int, devi
     Returns:
         ``(num_windows, M*M, M*M)`` (cached per size, device and dtype; do not modify).
     """
-    build = _build_shift_mask if _tracing() else _cached_shift_mask
+    build = _build_shift_mask if is_building_graph() else _cached_shift_mask
     return build(H, W, window_size, shift_size, float(fill), torch.device(device), dtype or torch.float32)
 
 
