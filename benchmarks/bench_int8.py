@@ -108,11 +108,16 @@ def speed_part(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    """``--source``, ``--data``, ``--max-images`` (shared with ``bench_int8_schemes.py``)."""
     p.add_argument("--source", required=True, help="swinlab run folder / checkpoint trained on Tiny ImageNet")
     p.add_argument("--data", help="Tiny ImageNet zip or folder (default: ../shared/data/tiny-imagenet-200.zip)")
     p.add_argument("--max-images", type=int, help="first N val images only (default: all 10,000)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_source_args(p)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--speed-model", default="swin_tiny_patch4_window7_224")

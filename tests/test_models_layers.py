@@ -179,3 +179,56 @@ def test_blocked_mlp_inference_equals_plain(monkeypatch):
     monkeypatch.setattr(L, "BLOCKED_MLP_INFERENCE", False)
     with torch.no_grad():
         assert torch.allclose(mlp(x), blocked, atol=1e-6) and not taken
+
+
+def test_blocked_mlp_training_gradients_equal_plain(monkeypatch):
+    """The training speed path BLOCKED_MLP_TRAINING (BlockedMlpFunction, blocks
+    that do not divide the token count) gives the plain MLP's outputs and the
+    gradients of the input and of all four parameters; switched off, or with
+    active dropout, the plain path runs."""
+    torch.manual_seed(0)
+    mlp = L.Mlp(8, 32).train()
+    x = torch.randn(3, 700, 8, requires_grad=True)
+    grad_out = torch.randn(3, 700, 8)
+    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)  # blocks of 256 tokens
+    monkeypatch.setattr(L, "MLP_RECOMPUTE_MIN_BYTES", 1)
+
+    def run(flag: bool):
+        monkeypatch.setattr(L, "BLOCKED_MLP_TRAINING", flag)
+        mlp.zero_grad()
+        x.grad = None
+        out = mlp(x)
+        out.backward(grad_out)
+        return out.detach(), out.grad_fn, [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
+
+    plain, plain_fn, plain_grads = run(False)
+    fast, fast_fn, fast_grads = run(True)
+    assert "BlockedMlpFunction" in type(fast_fn.next_functions[0][0]).__name__
+    assert "BlockedMlpFunction" not in type(plain_fn.next_functions[0][0]).__name__
+    assert torch.allclose(fast, plain, atol=1e-6)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    frozen = L.Mlp(8, 32, drop=0.1).train()
+    out = frozen(x)
+    assert "BlockedMlpFunction" not in type(out.grad_fn.next_functions[0][0]).__name__
+
+
+def test_in_place_inference_residual(monkeypatch):
+    """Without autograd the residual sum is written into the branch output and
+    equals x + branch(x); the caller's input is untouched."""
+    x = torch.randn(2, 5, 4)
+    before = x.clone()
+    branch_out = []
+
+    def branch(t):
+        branch_out.append(t * 2.0)
+        return branch_out[-1], None
+
+    with torch.no_grad():
+        y, _ = L.drop_path_residual(x, branch, torch.nn.Identity())
+    assert y.data_ptr() == branch_out[-1].data_ptr()
+    assert torch.equal(x, before) and torch.allclose(y, 3 * before)
+    monkeypatch.setattr(L, "IN_PLACE_INFERENCE_RESIDUAL", False)
+    with torch.no_grad():
+        y2, _ = L.drop_path_residual(x, branch, torch.nn.Identity())
+    assert y2.data_ptr() != branch_out[-1].data_ptr() and torch.equal(y2, y)

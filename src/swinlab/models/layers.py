@@ -13,7 +13,9 @@ Follows timm's ``layers`` (``DropPath``, ``Mlp``) and the official Swin code
   stochastic depth keeps only (``SKIP_DROPPED_SAMPLES``).
 * :class:`Mlp` runs over blocks of tokens at inference (``BLOCKED_MLP_INFERENCE``),
   so that its hidden activations, 4x the width of its input, never exist
-  for the whole map at once.
+  for the whole map at once; in training on the CPU, large maps run blocked
+  too and recompute the hidden activations in backward
+  (``BLOCKED_MLP_TRAINING``, :class:`BlockedMlpFunction`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "CHEAP_DROPOUT_MASKS",
     "SKIP_DROPPED_SAMPLES",
     "BLOCKED_MLP_INFERENCE",
+    "IN_PLACE_INFERENCE_RESIDUAL",
     "MLP_BLOCK_ELEMENTS",
+    "BLOCKED_MLP_TRAINING",
+    "MLP_RECOMPUTE_MIN_BYTES",
+    "BlockedMlpFunction",
     "INITS",
     "Dropout",
     "DropPath",
@@ -46,10 +53,16 @@ __all__ = [
 CHEAP_DROPOUT_MASKS = True
 #: let :func:`drop_path_residual` skip the branch work of dropped samples.
 SKIP_DROPPED_SAMPLES = True
+#: without autograd, :func:`drop_path_residual` adds the residual into the branch output.
+IN_PLACE_INFERENCE_RESIDUAL = True
 #: at inference, run :class:`Mlp` over blocks of tokens (see :meth:`Mlp.forward_blocked`).
 BLOCKED_MLP_INFERENCE = True
 #: hidden activations per block of the blocked MLP (elements: 8 MiB in float32).
 MLP_BLOCK_ELEMENTS = 2**21
+#: in CPU training, run :class:`Mlp` blocked with recomputation (see :class:`BlockedMlpFunction`).
+BLOCKED_MLP_TRAINING = True
+#: smallest hidden map (bytes, whole batch) for which the training path recomputes.
+MLP_RECOMPUTE_MIN_BYTES = 32 * 2**20
 #: initialisation schemes accepted by :func:`init_weights`.
 INITS = ("official", "keras")
 
@@ -180,7 +193,10 @@ def drop_path_residual(
         skip_dropped: allow computing the branch for the kept samples only.
 
     Returns:
-        ``(x + drop_path(y), extra)``.
+        ``(x + drop_path(y), extra)``. Without autograd (and outside graph
+        building) the sum is written into ``y``, the branch's own fresh
+        output (``IN_PLACE_INFERENCE_RESIDUAL``): a branch must not return a
+        tensor it keeps or shares.
 
     Speed path (``SKIP_DROPPED_SAMPLES``, eager mode): in training,
     :class:`DropPath`'s per-sample draws are made *before* the branch runs,
@@ -195,7 +211,11 @@ def drop_path_residual(
     active = isinstance(drop_path, DropPath) and drop_path.training and drop_path.drop_prob > 0.0
     if not active:
         y, extra = branch(x)
-        return x + drop_path(y), extra
+        y = drop_path(y)
+        if IN_PLACE_INFERENCE_RESIDUAL and not torch.is_grad_enabled() and not is_building_graph() \
+                and y.shape == x.shape and y.dtype == x.dtype:
+            return y.add_(x), extra  # the branch output's memory, not a fresh map
+        return x + y, extra
     scale = drop_path.sample_scale(x)  # (B,): DropPath's draws
     if skip_dropped and SKIP_DROPPED_SAMPLES and not torch.compiler.is_compiling():
         kept = scale.nonzero().squeeze(1)
@@ -207,10 +227,68 @@ def drop_path_residual(
     return x + y * scale.view(-1, *(1,) * (y.ndim - 1)), extra
 
 
+class BlockedMlpFunction(torch.autograd.Function):
+    """``fc2(gelu(fc1(x)))`` over blocks of rows that saves only its input.
+
+    Speed path of :class:`Mlp` in CPU training (``BLOCKED_MLP_TRAINING``):
+    backward recomputes each block's hidden activations (one extra fc1 GEMM
+    per block) instead of keeping two ``(M, hidden)`` maps alive. A large
+    map's activations would be fresh memory on every step (page faults and
+    zeroing by the kernel); a block's few MiB stay in the heap and in cache.
+    Public operators only: the GELU derivative comes from autograd on the
+    block (``torch.autograd.grad``). Gradients equal the plain ones up to
+    float rounding of the block-wise weight-gradient sums; no double backward.
+
+    Arguments: ``x2`` ``(M, C)``, ``w1`` ``(hidden, C)``, ``b1`` ``(hidden,)``,
+    ``w2`` ``(C_out, hidden)``, ``b2`` ``(C_out,)``, ``rows`` per block,
+    ``approximate`` as :func:`torch.nn.functional.gelu`. Returns ``(M, C_out)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x2, w1, b1, w2, b2, rows: int, approximate: str):  # type: ignore[override]
+        ctx.save_for_backward(x2, w1, b1, w2)
+        ctx.rows, ctx.approximate = rows, approximate
+        out = x2.new_empty(x2.shape[0], w2.shape[0])
+        for start in range(0, x2.shape[0], rows):
+            h = torch.addmm(b1, x2[start:start + rows], w1.t())
+            torch.addmm(b2, F.gelu(h, approximate=approximate), w2.t(), out=out[start:start + rows])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        x2, w1, b1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        grad = grad.contiguous()
+        gx = torch.empty_like(x2) if need_x else None
+        gw1, gb1, gw2 = torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w2)
+        for start in range(0, x2.shape[0], ctx.rows):
+            xb, gb = x2[start:start + ctx.rows], grad[start:start + ctx.rows]
+            with torch.enable_grad():
+                h = torch.addmm(b1, xb, w1.t()).requires_grad_(True)
+                a = F.gelu(h, approximate=ctx.approximate)
+            gw2.addmm_(gb.t(), a.detach())
+            (gh,) = torch.autograd.grad(a, h, torch.mm(gb, w2))
+            gw1.addmm_(gh.t(), xb)
+            gb1.add_(gh.sum(0))
+            if gx is not None:
+                torch.mm(gh, w1, out=gx[start:start + ctx.rows])
+        return (gx, gw1 if need_w1 else None, gb1 if need_b1 else None,
+                gw2 if need_w2 else None, grad.sum(0) if need_b2 else None, None, None)
+
+
 class Mlp(nn.Module):
     """Two-layer transformer MLP: ``fc1 -> GELU -> dropout -> fc2 -> dropout``.
 
     Parameter names ``fc1``/``fc2`` are those of the official Swin and timm code.
+    Two speed paths give the same values (to float rounding) for large maps
+    when dropout is inactive: :meth:`forward_blocked` without autograd
+    (``BLOCKED_MLP_INFERENCE``) and :meth:`forward_recompute` in CPU
+    training (``BLOCKED_MLP_TRAINING``). Neither is taken while a graph is
+    built (tracing, export, ``torch.compile``). Both use the weights of
+    ``fc1``/``fc2`` directly, so forward hooks registered on those two
+    layers do not run there: hook ``norm2`` or the MLP itself, or switch
+    the paths off.
 
     Shapes: ``(..., in_features) -> (..., out_features)``.
     """
@@ -224,36 +302,62 @@ class Mlp(nn.Module):
         self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # is_building_graph() first: no shape guards for torch.export from the size test
-        if (BLOCKED_MLP_INFERENCE and not is_building_graph() and not torch.is_grad_enabled()
-                and not (self.training and self.drop.p > 0.0)
-                and x.numel() // max(x.shape[-1], 1) * self.fc1.out_features > MLP_BLOCK_ELEMENTS):
-            return self.forward_blocked(x)
+        if self._speed_path_allowed(x):
+            hidden_elements = x.numel() // max(x.shape[-1], 1) * self.fc1.out_features
+            if not torch.is_grad_enabled():
+                if BLOCKED_MLP_INFERENCE and hidden_elements > MLP_BLOCK_ELEMENTS:
+                    return self.forward_blocked(x)
+            elif BLOCKED_MLP_TRAINING and hidden_elements * x.element_size() >= MLP_RECOMPUTE_MIN_BYTES:
+                return self.forward_recompute(x)
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def _speed_path_allowed(self, x: torch.Tensor) -> bool:
+        """Eager CPU, no autocast, plain ``nn.Linear`` layers (not swapped for
+        quantized ones), the weights' dtype, no active dropout."""
+        # is_building_graph() first: no shape guards for torch.export from the later tests
+        return (not is_building_graph() and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+                and type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear
+                and x.dtype == self.fc1.weight.dtype and not (self.training and self.drop.p > 0.0))
+
+    def _block_rows(self) -> int:
+        return max(256, MLP_BLOCK_ELEMENTS // self.fc1.out_features)
 
     def forward_blocked(self, x: torch.Tensor) -> torch.Tensor:
         """``fc2(act(fc1(x)))`` over blocks of ``MLP_BLOCK_ELEMENTS // hidden``
         tokens (at least 256), written into one output: the same values as
         :meth:`forward` without dropout.
 
-        Speed path (``BLOCKED_MLP_INFERENCE``, no autograd): the hidden
-        activations of a large map (stage 1 of Swin-T at batch 16: 77 MB)
-        would be fresh memory on every call -- page faults and zeroing by
-        the kernel -- while a block's few MiB are reused from the heap.
+        Speed path (``BLOCKED_MLP_INFERENCE``, no autograd, CPU without
+        autocast): the hidden activations of a large map (stage 1 of
+        Swin-T at batch 16: 77 MB) would be fresh memory on every call --
+        page faults and zeroing by the kernel -- while a block's few MiB
+        are reused from the heap.
         Not taken while tracing or exporting (the loop would bake the
         token count into the graph).
 
         Shapes: ``(..., in_features) -> (..., out_features)``.
         """
         x2 = x.reshape(-1, x.shape[-1])
-        rows = max(256, MLP_BLOCK_ELEMENTS // self.fc1.out_features)
-        out: torch.Tensor | None = None
+        rows = self._block_rows()
+        out = x2.new_empty(x2.shape[0], self.fc2.out_features)
+        hidden = x2.new_empty(min(rows, x2.shape[0]), self.fc1.out_features)  # reused by every block
         for start in range(0, x2.shape[0], rows):
-            y = self.fc2(self.act(self.fc1(x2[start:start + rows])))
-            if out is None:  # dtype from the first block (autocast may change it)
-                out = y.new_empty(x2.shape[0], y.shape[-1])
-            out[start:start + rows] = y
-        assert out is not None
+            block = x2[start:start + rows]
+            h = torch.addmm(self.fc1.bias, block, self.fc1.weight.t(), out=hidden[:block.shape[0]])
+            torch.addmm(self.fc2.bias, self.act(h), self.fc2.weight.t(), out=out[start:start + rows])
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def forward_recompute(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP through :class:`BlockedMlpFunction`: differentiable, saves
+        only ``x`` and recomputes the hidden activations block by block in
+        backward. Same values and gradients as :meth:`forward` without
+        dropout, to float rounding.
+
+        Shapes: ``(..., in_features) -> (..., out_features)``.
+        """
+        out = BlockedMlpFunction.apply(x.reshape(-1, x.shape[-1]), self.fc1.weight, self.fc1.bias,
+                                       self.fc2.weight, self.fc2.bias, self._block_rows(),
+                                       self.act.approximate)
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
