@@ -232,3 +232,23 @@ def test_in_place_inference_residual(monkeypatch):
     with torch.no_grad():
         y2, _ = L.drop_path_residual(x, branch, torch.nn.Identity())
     assert y2.data_ptr() != branch_out[-1].data_ptr() and torch.equal(y2, y)
+
+
+def test_blocked_mlp_training_frozen_layers(monkeypatch):
+    """With fc1 frozen, the training speed path gives fc1 no gradient and the
+    same input and fc2 gradients as the plain path."""
+    torch.manual_seed(0)
+    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)
+    monkeypatch.setattr(L, "MLP_RECOMPUTE_MIN_BYTES", 1)
+    mlp = L.Mlp(8, 32).train()
+    mlp.fc1.requires_grad_(False)
+    x = torch.randn(2, 600, 8, requires_grad=True)
+    grads = []
+    for flag in (False, True):
+        monkeypatch.setattr(L, "BLOCKED_MLP_TRAINING", flag)
+        x.grad, mlp.fc2.weight.grad, mlp.fc2.bias.grad = None, None, None
+        mlp(x).square().sum().backward()
+        assert mlp.fc1.weight.grad is None and mlp.fc1.bias.grad is None
+        grads.append([x.grad.clone(), mlp.fc2.weight.grad.clone(), mlp.fc2.bias.grad.clone()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-5)

@@ -261,20 +261,24 @@ class BlockedMlpFunction(torch.autograd.Function):
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
         grad = grad.contiguous()
         gx = torch.empty_like(x2) if need_x else None
-        gw1, gb1, gw2 = torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w2)
+        gw1 = torch.zeros_like(w1) if need_w1 else None  # frozen layers: no weight gradients
+        gb1 = torch.zeros_like(b1) if need_b1 else None
+        gw2 = torch.zeros_like(w2) if need_w2 else None
         for start in range(0, x2.shape[0], ctx.rows):
             xb, gb = x2[start:start + ctx.rows], grad[start:start + ctx.rows]
             with torch.enable_grad():
                 h = torch.addmm(b1, xb, w1.t()).requires_grad_(True)
                 a = F.gelu(h, approximate=ctx.approximate)
-            gw2.addmm_(gb.t(), a.detach())
+            if gw2 is not None:
+                gw2.addmm_(gb.t(), a.detach())
             (gh,) = torch.autograd.grad(a, h, torch.mm(gb, w2))
-            gw1.addmm_(gh.t(), xb)
-            gb1.add_(gh.sum(0))
+            if gw1 is not None:
+                gw1.addmm_(gh.t(), xb)
+            if gb1 is not None:
+                gb1.add_(gh.sum(0))
             if gx is not None:
                 torch.mm(gh, w1, out=gx[start:start + ctx.rows])
-        return (gx, gw1 if need_w1 else None, gb1 if need_b1 else None,
-                gw2 if need_w2 else None, grad.sum(0) if need_b2 else None, None, None)
+        return gx, gw1, gb1, gw2, (grad.sum(0) if need_b2 else None), None, None
 
 
 class Mlp(nn.Module):
