@@ -50,7 +50,7 @@ def _data_root(arg: str | None) -> str | None:
 
 def accuracy_part(args: argparse.Namespace) -> dict:
     model, info = load_model(args.source, device="cpu")
-    int8 = OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads)
+    int8 = OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads, int8_scheme=args.int8_scheme)
     dataset = build_dataset("tiny-imagenet", root=_data_root(args.data), split="val", transform=eval_transform_for(info))
     if info.classes and list(dataset.classes) != list(info.classes):
         sys.exit("the model's class order differs from the data set's: not a Tiny ImageNet model?")
@@ -82,7 +82,8 @@ def speed_part(args: argparse.Namespace) -> dict:
     runners = {
         "eager_fp32": model,
         "onnxruntime_fp32": OnnxRuntimeModel.from_model(model, info, threads=args.threads),
-        "onnxruntime_int8": OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads),
+        "onnxruntime_int8": OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads,
+                                                        int8_scheme=args.int8_scheme),
     }
     x = torch.randn(args.speed_batch, 3, s, s, generator=torch.Generator().manual_seed(0))
     per_round: dict[str, list[float]] = {k: [] for k in runners}
@@ -125,6 +126,8 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5, help="calls per timed round (default: 5)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per runtime (default: 5)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
+    p.add_argument("--int8-scheme", choices=("dynamic", "blockwise"), default="dynamic",
+                   help="int8 scheme of swinlab.export (default: dynamic, what --int8 ships)")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--json-out", help="also write the figures as JSON")
     args = p.parse_args()
@@ -134,7 +137,8 @@ def main() -> None:
            "threads": torch.get_num_threads()}
     print(f"CPU ISA: {out['cpu_capability']}, torch {out['torch']}, {out['threads']} thread(s)")
     acc = out["accuracy"] = accuracy_part(args)
-    print(f"accuracy ({acc['images']} Tiny ImageNet val images, {acc['model']} from {acc['source']}):")
+    print(f"accuracy ({acc['images']} Tiny ImageNet val images, {acc['model']} from {acc['source']}, "
+          f"int8 scheme {args.int8_scheme}):")
     print(f"  top-1 fp32 {acc['top1_fp32']:.2f}%  int8 {acc['top1_int8']:.2f}%  delta {acc['top1_delta_points']:+.2f} "
           f"points  top-1 agreement {acc['top1_agreement']:.2f}%  ({acc['seconds']:.0f} s)")
     if not args.skip_speed:

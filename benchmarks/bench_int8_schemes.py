@@ -9,9 +9,10 @@ split, the top-1 agreement with eager fp32 PyTorch of
 * ``dynamic-per-channel``: the same with one weight scale per output channel;
 * ``only:GROUP``: dynamic quantization of one group of layers (qkv, proj,
   fc1, fc2, patch-merging reduction), the others fp32 -- each group's share;
-* ``blockwise``: 8-bit weights in blocks of 32 along K with ONNX Runtime's
-  ``MatMulNBits`` (``accuracy_level=4``: activations quantized in blocks of
-  32 along K as well);
+* ``blockwise``: ``swinlab export --int8 --int8-scheme blockwise``, 8-bit
+  weights in blocks of 32 along K with ONNX Runtime's ``MatMulNBits``
+  (``accuracy_level=4``: activations quantized in blocks of 32 along K as
+  well);
 * ``bf16``: eager PyTorch under bf16 autocast (no int8 at all), a yardstick
   for how many predictions any 8-bit-mantissa arithmetic flips;
 
@@ -38,23 +39,21 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from bench_int8 import _data_root, add_source_args
 from swinlab.data import build_dataset, build_loader
-from swinlab.export.onnx_export import torch_to_onnx
+from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
 from swinlab.inference.loading import eval_transform_for, load_model
 
 GROUPS = ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2", "downsample/reduction")
 
 
 def quantize(src: Path, dst: Path, scheme: str, only: str | None = None) -> Path:
-    """Write ``src`` quantized with ``scheme`` to ``dst``."""
-    if scheme == "blockwise":
-        q = MatMulNBitsQuantizer(onnx.load(src), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
-        q.process()
-        q.model.save_model_to_file(str(dst), False)
-        return dst
+    """Write ``src`` quantized with ``scheme`` to ``dst``: swinlab's own
+    schemes through :func:`swinlab.export.onnx_export.quantize_int8`, the
+    variants (per-channel, one layer group only) with ``quantize_dynamic``."""
+    if scheme in ("dynamic", "blockwise") and only is None:
+        return quantize_int8(src, dst, scheme)
     graph = onnx.load(src).graph
     weights = {i.name for i in graph.initializer}
     matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]

@@ -19,7 +19,7 @@ MICRO = "swin_micro_patch4_window4_64"
 
 def test_benchmark_json_rows(capsys):
     argv = ["benchmark", MICRO, "--batch-sizes", "1", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
-            "--runtimes", "eager", "onnxruntime-int8", "torchscript", "--json"]
+            "--runtimes", "eager", "onnxruntime-int8", "onnxruntime-int8-blockwise", "torchscript", "--json"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
@@ -28,7 +28,8 @@ def test_benchmark_json_rows(capsys):
     assert report["gflop_per_image"] == pytest.approx(0.065, abs=0.01)  # 2 x count_macs of the micro Swin at 64 px
     rows = report["rows"]
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [
-        ("eager", 1), ("eager", 2), ("onnxruntime-int8", 1), ("onnxruntime-int8", 2), ("torchscript", 1), ("torchscript", 2)]
+        ("eager", 1), ("eager", 2), ("onnxruntime-int8", 1), ("onnxruntime-int8", 2),
+        ("onnxruntime-int8-blockwise", 1), ("onnxruntime-int8-blockwise", 2), ("torchscript", 1), ("torchscript", 2)]
     for r in rows:
         assert r["images_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms_median"] / 1e3), rel=1e-6)
         assert r["latency_ms_p90"] >= r["latency_ms_median"] > 0

@@ -196,6 +196,37 @@ def test_int8_onnx_is_quantized_and_agrees(micro):
     assert max(result.verify.max_abs_diff) > 0  # it is not the fp32 graph
 
 
+def test_int8_blockwise_onnx_is_quantized_and_agrees(micro):
+    """--int8-scheme blockwise: every Linear layer but the head (a Gemm node,
+    which the quantizer leaves in fp32) becomes a MatMulNBits node (8 bits,
+    blocks of 32), the scheme is in the metadata, and it stays closer to fp32
+    than the dynamic scheme on the same random inputs."""
+    model, info, tmp = micro
+    path = tmp / "int8-blockwise.onnx"
+    result = export_model(model, info, path, fmt="onnx", int8=True, int8_scheme="blockwise")
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(nodes) == linears - 1
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Gemm") == 1
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["bits"] == 8 and attrs["block_size"] == 32 and attrs["accuracy_level"] == 4
+    meta = read_onnx_metadata(path)
+    assert meta.int8 and meta.int8_scheme == "blockwise" and result.metadata.int8_scheme == "blockwise"
+    assert result.verify.int8 and min(result.verify.cosine) >= 0.99
+    dynamic = export_model(model, info, tmp / "int8-dynamic.onnx", fmt="onnx", int8=True)
+    assert max(result.verify.max_abs_diff) < max(dynamic.verify.max_abs_diff)
+    with pytest.raises(UsageError, match="--int8-scheme 'fp4'"):
+        export_model(model, info, tmp / "x.onnx", fmt="onnx", int8=True, int8_scheme="fp4")
+
+
+def test_cli_int8_scheme_choices_match_the_library():
+    from swinlab.cli.runtime_args import INT8_SCHEMES as CLI_SCHEMES
+    from swinlab.export.metadata import INT8_SCHEMES
+
+    assert CLI_SCHEMES == INT8_SCHEMES
+
+
 def test_verification_failure_leaves_no_file(micro, monkeypatch):
     model, info, tmp = micro
     path = tmp / "fails.onnx"
@@ -252,6 +283,7 @@ def test_cli_export_verify_failure_exits_1(tmp_path, capsys, monkeypatch):
         (["--format", "torchscript", "--int8"], "--int8 works with --format onnx only"),
         (["--format", "onnx", "--opset", "40"], "--opset 40: expected 14 to 23"),
         (["--format", "onnx", "--tolerance", "-1"], "--tolerance -1.0"),
+        (["--format", "onnx", "--int8-scheme", "blockwise"], "--int8-scheme blockwise needs --int8"),
     ],
 )
 def test_cli_export_usage_errors_exit_2(tmp_path, capsys, argv, message):

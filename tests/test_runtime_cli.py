@@ -50,12 +50,15 @@ def test_predict_onnxruntime_matches_eager(setup, capsys):
     eager = _predict_json(capsys, [str(setup["run"]), imgs])
     ort = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime"])
     int8 = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime", "--int8"])
-    assert len(eager) == len(ort) == len(int8) == 9
-    for e, o, q in zip(eager, ort, int8):
+    blockwise = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime", "--int8",
+                                       "--int8-scheme", "blockwise"])
+    assert len(eager) == len(ort) == len(int8) == len(blockwise) == 9
+    for e, o, q, b in zip(eager, ort, int8, blockwise):
         assert [p["class"] for p in o["predictions"]] == [p["class"] for p in e["predictions"]]
-        for pe, po, pq in zip(e["predictions"], o["predictions"], q["predictions"]):
+        for pe, po, pq, pb in zip(e["predictions"], o["predictions"], q["predictions"], b["predictions"]):
             assert abs(pe["probability"] - po["probability"]) < 1e-5
             assert abs(pe["probability"] - pq["probability"]) < 0.05  # int8: close, not equal
+            assert abs(pe["probability"] - pb["probability"]) < 0.05
 
 
 def test_predict_from_exported_onnx_file(setup, capsys, tmp_path):
@@ -95,6 +98,8 @@ def test_runtime_usage_errors(setup, capsys, tmp_path):
     img = str(setup["data"] / "val" / "c0" / "img0.png")
     assert main(["predict", str(setup["run"]), img, "--int8"]) == 2
     assert "--int8 needs --runtime onnxruntime" in capsys.readouterr().err
+    assert main(["predict", str(setup["run"]), img, "--runtime", "onnxruntime", "--int8-scheme", "blockwise"]) == 2
+    assert "--int8-scheme blockwise needs --int8" in capsys.readouterr().err
     argv = ["evaluate", str(setup["run"]), "--runtime", "onnxruntime", "--amp", "bf16", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "--amp bf16 applies to --runtime eager only" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import UsageError
 from ..inference.loading import ModelInfo
 from ..io.files import atomic_write, ensure_dir
-from .metadata import FORMATS, ExportMetadata, write_sidecar
+from .metadata import FORMATS, INT8_SCHEMES, ExportMetadata, write_sidecar
 from .onnx_export import DEFAULT_OPSET, export_onnx_file
 from .runtime import OnnxRuntimeModel
 from .torch_export import export_program, load_exported_program, load_torchscript, trace_torchscript
@@ -80,9 +80,11 @@ def load_exported(path: str | os.PathLike[str], fmt: str) -> Callable[[torch.Ten
     raise UsageError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
 
 
-def _check_options(fmt: str, int8: bool, img_hw: Sequence[int], batch_sizes: Sequence[int]) -> None:
+def _check_options(fmt: str, int8: bool, int8_scheme: str, img_hw: Sequence[int], batch_sizes: Sequence[int]) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if int8_scheme not in INT8_SCHEMES:
+        raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
     if int8 and fmt != "onnx":
         raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime dynamic quantization), not {fmt}")
     if len(img_hw) != 2 or any(int(v) < 1 for v in img_hw):
@@ -98,6 +100,7 @@ def export_model(
     fmt: str = "onnx",
     img_hw: Sequence[int] | None = None,
     int8: bool = False,
+    int8_scheme: str = "dynamic",
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
     tolerance: float = FP32_TOLERANCE,
@@ -110,7 +113,8 @@ def export_model(
         model, info: from :func:`swinlab.inference.load_model`.
         path: the file to write. fmt: ``"onnx"``, ``"torchscript"`` or ``"exported-program"``.
         img_hw: static input ``(H, W)`` [pixels] (default: ``info.img_size`` square).
-        int8: quantize the Linear layers to int8 (ONNX only).
+        int8: quantize the Linear layers to int8 (ONNX only), with
+            ``int8_scheme`` ``"dynamic"`` (fast) or ``"blockwise"`` (closer to fp32).
         opset: ONNX opset. verify: run the check (skipping it is for tests and benchmarks).
         tolerance: fp32 max |diff| allowed. min_cosine: int8 per-image cosine bound.
         batch_sizes: batches checked (the first should be 1, the batch the graph was traced at).
@@ -123,9 +127,9 @@ def export_model(
         VerificationError: outputs differ beyond the bound (``path`` not written).
     """
     hw = tuple(int(v) for v in (img_hw or (info.img_size, info.img_size)))
-    _check_options(fmt, int8, hw, batch_sizes)
+    _check_options(fmt, int8, int8_scheme, hw, batch_sizes)
     model = model.to("cpu").eval()
-    meta = ExportMetadata.from_model_info(info, hw, fmt, int8=int8)
+    meta = ExportMetadata.from_model_info(info, hw, fmt, int8=int8, int8_scheme=int8_scheme)
     path = Path(path)
     ensure_dir(path.parent)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:

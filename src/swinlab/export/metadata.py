@@ -14,7 +14,9 @@ output, index order), ``classes`` (class ids such as WordNet ids, or null),
 ``input_size`` ``[3, H, W]`` in pixels (the graph's static input size),
 ``mean`` / ``std`` (RGB, for [0, 1] pixel values), ``crop_ratio`` (resize the
 shorter side to ``size / crop_ratio``, then centre crop), ``interpolation``,
-``format``, ``int8``, ``source`` and ``swinlab_version``; plus
+``format``, ``int8``, ``int8_scheme`` (``"dynamic"`` or ``"blockwise"``; files
+written before it existed read as ``"dynamic"``), ``source`` and
+``swinlab_version``; plus
 ``metadata_version`` (this schema: 1).
 """
 
@@ -35,6 +37,7 @@ from ..version import __version__
 __all__ = [
     "METADATA_VERSION",
     "FORMATS",
+    "INT8_SCHEMES",
     "ExportMetadata",
     "sidecar_path",
     "write_sidecar",
@@ -45,6 +48,8 @@ __all__ = [
 METADATA_VERSION = 1
 #: export formats, as named on the command line.
 FORMATS = ("onnx", "torchscript", "exported-program")
+#: int8 quantization schemes of the ONNX export (see :func:`.onnx_export.quantize_int8`).
+INT8_SCHEMES = ("dynamic", "blockwise")
 
 
 @dataclass
@@ -58,6 +63,7 @@ class ExportMetadata:
         crop_ratio: eval resize-then-centre-crop ratio in (0, 1].
         interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
         format: one of :data:`FORMATS`. int8: Linear layers quantized to int8.
+        int8_scheme: one of :data:`INT8_SCHEMES` (meaningful with ``int8``).
         classes: class ids when known. source: what was exported.
     """
 
@@ -70,6 +76,7 @@ class ExportMetadata:
     interpolation: str
     format: str
     int8: bool = False
+    int8_scheme: str = "dynamic"
     classes: list[str] | None = None
     source: str = ""
     swinlab_version: str = __version__
@@ -77,7 +84,8 @@ class ExportMetadata:
 
     @classmethod
     def from_model_info(
-        cls, info: ModelInfo, img_hw: tuple[int, int], fmt: str, int8: bool = False
+        cls, info: ModelInfo, img_hw: tuple[int, int], fmt: str, int8: bool = False,
+        int8_scheme: str = "dynamic",
     ) -> "ExportMetadata":
         """The metadata of ``info`` (from :func:`swinlab.inference.load_model`)
         for a graph with input ``(3, *img_hw)``."""
@@ -91,6 +99,7 @@ class ExportMetadata:
             interpolation=str(info.interpolation),
             format=fmt,
             int8=bool(int8),
+            int8_scheme=int8_scheme,
             classes=list(info.classes) if info.classes else None,
             source=str(info.source),
         )
@@ -138,6 +147,9 @@ class ExportMetadata:
             raise InvalidInputError(
                 f"{where}: metadata 'interpolation' must be one of {INTERPOLATIONS}, got {interp!r}"
             )
+        scheme = d.get("int8_scheme", "dynamic")
+        if scheme not in INT8_SCHEMES:
+            raise InvalidInputError(f"{where}: metadata 'int8_scheme' must be one of {INT8_SCHEMES}, got {scheme!r}")
         classes = d.get("classes")
         return cls(
             model_name=str(need("model_name")),
@@ -149,6 +161,7 @@ class ExportMetadata:
             interpolation=str(interp),
             format=str(need("format")),
             int8=bool(d.get("int8", False)),
+            int8_scheme=str(scheme),
             classes=[str(c) for c in classes] if isinstance(classes, list) else None,
             source=str(d.get("source", "")),
             swinlab_version=str(d.get("swinlab_version", "")),

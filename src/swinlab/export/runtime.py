@@ -100,21 +100,22 @@ class OnnxRuntimeModel(nn.Module):
     @classmethod
     def from_model(
         cls, model: nn.Module, info: ModelInfo, int8: bool = False, threads: int | None = None,
-        img_hw: tuple[int, int] | None = None,
+        img_hw: tuple[int, int] | None = None, int8_scheme: str = "dynamic",
     ) -> "OnnxRuntimeModel":
         """Export ``model`` to ONNX in a temporary folder (removed when this
         object is garbage collected or the process exits) and load it.
 
         Args:
             model: the eager classifier (moved to no device; exported on the CPU).
-            info: its :class:`ModelInfo` (metadata). int8: quantize the Linear layers.
+            info: its :class:`ModelInfo` (metadata). int8: quantize the Linear layers,
+                with ``int8_scheme`` (``"dynamic"`` or ``"blockwise"``).
             img_hw: input ``(H, W)`` (default ``(info.img_size, info.img_size)``).
 
         Raises:
             RunError: the export failed (see :func:`.onnx_export.export_onnx_file`).
         """
         hw = (int(img_hw[0]), int(img_hw[1])) if img_hw else (int(info.img_size), int(info.img_size))
-        meta = ExportMetadata.from_model_info(info, hw, "onnx", int8=int8)
+        meta = ExportMetadata.from_model_info(info, hw, "onnx", int8=int8, int8_scheme=int8_scheme)
         tmp = Path(tempfile.mkdtemp(prefix="swinlab-ort-"))
         try:
             path = export_onnx_file(model, meta, tmp / "model.onnx", int8=int8)
