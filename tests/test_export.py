@@ -30,6 +30,7 @@ from swinlab.export import (
     read_sidecar,
     sidecar_path,
 )
+from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
 from swinlab.inference.loading import ModelInfo
 
 ort = pytest.importorskip("onnxruntime")
@@ -218,6 +219,18 @@ def test_int8_blockwise_onnx_is_quantized_and_agrees(micro):
     assert max(result.verify.max_abs_diff) < max(dynamic.verify.max_abs_diff)
     with pytest.raises(UsageError, match="--int8-scheme 'fp4'"):
         export_model(model, info, tmp / "x.onnx", fmt="onnx", int8=True, int8_scheme="fp4")
+
+
+def test_int8_without_the_blockwise_quantizer(micro, monkeypatch):
+    """Without the blockwise quantizer's dependencies (onnx-ir), the dynamic
+    scheme still works and the blockwise one fails with a clear UsageError."""
+    model, info, tmp = micro
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization.matmul_nbits_quantizer", None)
+    src = torch_to_onnx(model, tmp / "fp32-noir.onnx", (info.img_size, info.img_size))
+    ops = [n.op_type for n in onnx.load(str(quantize_int8(src, tmp / "dyn-noir.onnx"))).graph.node]
+    assert "MatMulInteger" in ops
+    with pytest.raises(UsageError, match="needs the onnx-ir package"):
+        quantize_int8(src, tmp / "bw-noir.onnx", "blockwise")
 
 
 def test_cli_int8_scheme_choices_match_the_library():

@@ -161,16 +161,12 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], sche
     if scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # the quantizers log advice ("consider pre-processing") on the root logger
     try:
         if scheme == "blockwise":
-            quantizer = MatMulNBitsQuantizer(os.fspath(src), bits=8, block_size=32, is_symmetric=True,
-                                             accuracy_level=4)
-            quantizer.process()
-            quantizer.model.save_model_to_file(os.fspath(dst), False)
+            _quantize_blockwise(src, dst)
         else:
             quantize_dynamic(
                 os.fspath(src), os.fspath(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
@@ -179,6 +175,23 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], sche
     finally:
         logging.disable(previous)
     return Path(dst)
+
+
+def _quantize_blockwise(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """The ``"blockwise"`` scheme of :func:`quantize_int8`. Its quantizer needs
+    the ``onnx-ir`` package (in swinlab's ``onnx``/``export`` extras).
+
+    Raises:
+        UsageError: ``onnx-ir`` is not installed.
+    """
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ModuleNotFoundError as e:
+        raise UsageError(f"--int8-scheme blockwise: ONNX Runtime's MatMulNBits quantizer cannot be imported ({e}); "
+                         "it needs the onnx-ir package (pip install onnx-ir)") from None
+    quantizer = MatMulNBitsQuantizer(os.fspath(src), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(os.fspath(dst), False)
 
 
 def export_onnx_file(
