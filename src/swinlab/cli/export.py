@@ -56,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.tolerance >= 0:
         raise UsageError(f"--tolerance {args.tolerance}: expected a number >= 0")
-    if args.int8_scheme != "dynamic" and not args.int8:
-        raise UsageError(f"--int8-scheme {args.int8_scheme} needs --int8")
     model, info = load_model(args.source, device="cpu", ema=args.ema)
     result = export_model(model, info, args.out, fmt=args.format, img_hw=args.img_size, int8=args.int8,
                           int8_scheme=args.int8_scheme, opset=args.opset, tolerance=args.tolerance)

@@ -58,7 +58,7 @@ class ExportResult:
 def _write_scratch(model: nn.Module, meta: ExportMetadata, dst: Path, opset: int) -> None:
     """The export file at ``dst`` (inside the scratch folder)."""
     if meta.format == "onnx":
-        export_onnx_file(model, meta, dst, int8=meta.int8, opset=opset)
+        export_onnx_file(model, meta, dst, opset=opset)
     elif meta.format == "torchscript":
         trace_torchscript(model, dst, meta.img_hw)
     else:
@@ -85,8 +85,10 @@ def _check_options(fmt: str, int8: bool, int8_scheme: str, img_hw: Sequence[int]
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if int8_scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
+    if int8_scheme != "dynamic" and not int8:
+        raise UsageError(f"--int8-scheme {int8_scheme} needs --int8")
     if int8 and fmt != "onnx":
-        raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime dynamic quantization), not {fmt}")
+        raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime quantization), not {fmt}")
     if len(img_hw) != 2 or any(int(v) < 1 for v in img_hw):
         raise UsageError(f"--img-size: expected two positive ints H W, got {list(img_hw)}")
     if not batch_sizes or any(b < 1 for b in batch_sizes):

@@ -195,12 +195,12 @@ def _quantize_blockwise(src: str | os.PathLike[str], dst: str | os.PathLike[str]
 
 
 def export_onnx_file(
-    model: nn.Module, meta: ExportMetadata, path: str | os.PathLike[str], int8: bool = False,
+    model: nn.Module, meta: ExportMetadata, path: str | os.PathLike[str],
     opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
 ) -> Path:
     """Export ``model`` to the scratch file ``path``: ONNX graph (:func:`torch_to_onnx`)
-    at ``meta.img_hw``, int8-quantized if asked (:func:`quantize_int8`), with ``meta``
-    in its ``metadata_props``. Intermediate files go to a hidden folder next to
+    at ``meta.img_hw``, int8-quantized when ``meta.int8`` (:func:`quantize_int8`
+    with ``meta.int8_scheme``), with ``meta`` in its ``metadata_props``. Intermediate files go to a hidden folder next to
     ``path`` (removed afterwards). ``path`` is written directly: callers put it
     in a temporary folder and move it into place themselves
     (:func:`swinlab.export.export_model` with an atomic write).
@@ -215,7 +215,7 @@ def export_onnx_file(
     ensure_dir(path.parent)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         src = torch_to_onnx(model, Path(tmp) / "fp32.onnx", meta.img_hw, opset=opset, exporter=exporter)
-        if int8:
+        if meta.int8:
             src = quantize_int8(src, Path(tmp) / "int8.onnx", meta.int8_scheme)
         path.write_bytes(write_onnx_metadata(src, meta))
     return path

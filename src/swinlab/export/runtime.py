@@ -118,7 +118,7 @@ class OnnxRuntimeModel(nn.Module):
         meta = ExportMetadata.from_model_info(info, hw, "onnx", int8=int8, int8_scheme=int8_scheme)
         tmp = Path(tempfile.mkdtemp(prefix="swinlab-ort-"))
         try:
-            path = export_onnx_file(model, meta, tmp / "model.onnx", int8=int8)
+            path = export_onnx_file(model, meta, tmp / "model.onnx")
             runtime = cls(path, threads)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
