@@ -141,6 +141,90 @@ def test_cheap_dropout_matches_the_bernoulli_rate_and_is_seeded():
     assert abs(a - b) < 5 * (2 * pooled * (1 - pooled) / n) ** 0.5
 
 
+@pytest.mark.parametrize("p", [0.01, 0.03, 0.1])
+def test_sparse_dropout_positions_are_bernoulli(p):
+    """dropped_positions draws Geometric(p) gaps: the positions must be a
+    Bernoulli(p) sequence -- the right rate, no correlation between
+    neighbours, the same rate at every position (also the first ones)."""
+    torch.manual_seed(0)
+    n = 1 << 22
+    pos = L.dropped_positions(n, p)
+    assert pos.dtype == torch.int64 and int(pos[0]) >= 0 and int(pos[-1]) < n
+    assert bool((pos[1:] > pos[:-1]).all())  # sorted and distinct
+    drop = torch.zeros(n, dtype=torch.float64)
+    drop[pos] = 1.0
+    rate = drop.mean().item()
+    assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5
+    d = drop - rate
+    for lag in (1, 2, 3, 7):
+        corr = (d[:-lag] * d[lag:]).mean().item() / (rate * (1 - rate))
+        assert abs(corr) < 5 / n**0.5, lag
+    reps, small = 20000, 48
+    counts = torch.zeros(small)
+    for _ in range(reps):
+        counts[L.dropped_positions(small, p)] += 1
+    sigma = (reps * p * (1 - p)) ** 0.5
+    assert float((counts - reps * p).abs().max()) < 5 * sigma
+    assert L.dropped_positions(0, p).numel() == 0
+
+
+def test_sparse_dropout_matches_torch_bernoulli_and_is_seeded():
+    torch.manual_seed(1)
+    first = L.dropped_positions(1 << 20, 0.05)
+    torch.manual_seed(1)
+    assert torch.equal(first, L.dropped_positions(1 << 20, 0.05))  # reproducible from the global seed
+    reference = torch.empty(1 << 20).bernoulli_(0.05)
+    a, b, n = first.numel() / (1 << 20), reference.mean().item(), 1 << 20
+    pooled = (a + b) / 2
+    assert abs(a - b) < 5 * (2 * pooled * (1 - pooled) / n) ** 0.5
+
+
+def test_sparse_dropout_forward_backward_same_elements(monkeypatch):
+    """For p <= SPARSE_DROPOUT_MAX_P the CPU path drops positions; the
+    gradient is zero exactly where the output was dropped, 1 / (1 - p)
+    elsewhere, also for a non-contiguous input; the mask path is taken above."""
+    drop = L.Dropout(0.1).train()
+    x = torch.randn(64, 48, requires_grad=True)
+    taken = []
+    real = L.SparseDropoutFunction.apply
+    monkeypatch.setattr(L.SparseDropoutFunction, "apply", lambda *a: taken.append(1) or real(*a))
+    torch.manual_seed(3)
+    out = drop(x.t())  # non-contiguous
+    w = torch.randn(48, 64)
+    (out * w).sum().backward()
+    kept = out != 0
+    assert taken and 0 < int((~kept).sum()) < kept.numel()
+    assert torch.allclose(out[kept], x.t()[kept] / 0.9)
+    assert torch.allclose(x.grad.t(), torch.where(kept, w / 0.9, 0.0))
+    taken.clear()
+    L.Dropout(0.3).train()(x)
+    assert not taken
+
+
+@pytest.mark.parametrize("n", [4, 9, 16])
+def test_short_row_softmax_equals_torch_softmax(monkeypatch, n):
+    """The explicit softmax for short rows (2x2 and 3x3 windows) gives
+    torch's values and gradients; 16-element rows keep torch's kernel."""
+    taken = []
+    real = L.ShortRowSoftmaxFunction.apply
+    monkeypatch.setattr(L.ShortRowSoftmaxFunction, "apply", lambda x: taken.append(1) or real(x))
+    torch.manual_seed(0)
+    x = (torch.randn(64, 3, n, n) * 5).requires_grad_()
+    x[0, 0, 0, 0].data.fill_(-1e4)  # a masked entry (windows.MASK_FILL)
+    g = torch.randn(64, 3, n, n)
+    out = L.softmax_last_dim(x)
+    (grad,) = torch.autograd.grad(out, x, g)
+    ref = x.detach().requires_grad_()
+    (ref_grad,) = torch.autograd.grad(ref.softmax(-1), ref, g)
+    assert torch.allclose(out, ref.softmax(-1), atol=1e-6)
+    assert torch.allclose(grad, ref_grad, atol=1e-6)
+    assert bool(taken) == (n % L._FLOAT_LANES != 0 and n < 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        taken.clear()
+        L.softmax_last_dim(x)
+        assert not taken  # autocast keeps torch's softmax and its casting policy
+
+
 def test_dropout_eval_identity_and_gradient():
     drop = L.Dropout(0.3)
     x = torch.randn(64, 32, requires_grad=True)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "CHEAP_DROPOUT_MASKS",
@@ -42,6 +43,8 @@ __all__ = [
     "DropPath",
     "Mlp",
     "dropout_mask",
+    "dropped_positions",
+    "softmax_last_dim",
     "drop_path_residual",
     "init_weights",
     "init_weights_trunc_normal",
@@ -51,6 +54,12 @@ __all__ = [
 
 #: draw dropout masks 4 per 64-bit random integer on the CPU (see :func:`dropout_mask`).
 CHEAP_DROPOUT_MASKS = True
+#: on the CPU, :class:`Dropout` with ``p`` up to this draws the dropped positions
+#: (:func:`dropped_positions`) instead of a whole mask; above it the mask is cheaper.
+SPARSE_DROPOUT_MAX_P = 0.1
+#: on the CPU in fp32, :func:`softmax_last_dim` computes rows shorter than the
+#: float vector width explicitly (PyTorch's kernel runs such rows scalar).
+EXPLICIT_SHORT_ROW_SOFTMAX = True
 #: let :func:`drop_path_residual` skip the branch work of dropped samples.
 SKIP_DROPPED_SAMPLES = True
 #: without autograd, :func:`drop_path_residual` adds the residual into the branch output.
@@ -67,6 +76,7 @@ MLP_RECOMPUTE_MIN_BYTES = 32 * 2**20
 INITS = ("official", "keras")
 
 _MASK_BITS = 16  # bits of randomness per element in the cheap masks
+_FLOAT_LANES = 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8  # fp32 per vector
 
 
 def is_building_graph() -> bool:
@@ -121,15 +131,108 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.de
     return torch.where(bits >= cut - levels // 2, keep_value, torch.zeros((), dtype=dtype))
 
 
+def dropped_positions(numel: int, p: float) -> torch.Tensor:
+    """The flat indices, in increasing order, of the elements that dropout
+    with probability ``p`` drops among ``numel``: each index independently
+    with probability ``p``, as with a Bernoulli mask.
+
+    The gaps between consecutive dropped positions of a Bernoulli(p)
+    sequence are independent Geometric(p) variables (on 1, 2, ...), so this
+    draws about ``numel * p`` gaps (``Tensor.geometric_``, the global
+    generator) and adds them up, instead of one draw per element: for small
+    ``p`` it touches a small fraction of the memory a mask does.
+
+    Args:
+        numel: number of elements (>= 0). p: drop probability in (0, 1).
+
+    Returns:
+        ``(k,)`` int64, sorted, distinct, each in ``[0, numel)``.
+    """
+    mean = numel * p
+    chunk = int(mean + 6 * math.sqrt(mean) + 16)  # enough in all but ~1e-9 of the calls
+    pos = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0).sub_(1).to(torch.int64)
+    while pos[-1] < numel - 1:  # the last gap has not passed the end yet: draw on
+        more = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0).to(torch.int64)
+        pos = torch.cat([pos, more.add_(pos[-1])])
+    return pos[: int(torch.searchsorted(pos, numel))]
+
+
+class SparseDropoutFunction(torch.autograd.Function):
+    """``x * scale`` with the elements at ``positions`` (flat indices of the
+    contiguous ``x``, from :func:`dropped_positions`) set to 0; backward does
+    the same to the gradient. Saves the positions, not a mask.
+
+    Shapes: ``x`` and output ``(*)``; ``positions`` ``(k,)`` int64.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(positions)
+        ctx.scale = scale
+        out = x.contiguous() * scale
+        out.view(-1).index_fill_(0, positions, 0.0)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (positions,) = ctx.saved_tensors
+        return SparseDropoutFunction.apply(grad, positions, ctx.scale), None, None
+
+
+class ShortRowSoftmaxFunction(torch.autograd.Function):
+    """Softmax over the last dim written out: ``exp(x - max) / sum``;
+    backward ``p * (g - sum(g * p))``. Shapes: input and output ``(*, N)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        p = torch.exp(x - x.amax(-1, keepdim=True))
+        p = p.div_(p.sum(-1, keepdim=True))
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (p,) = ctx.saved_tensors
+        gp = grad * p
+        return gp.addcmul_(p, gp.sum(-1, keepdim=True), value=-1.0)
+
+
+def softmax_last_dim(x: torch.Tensor) -> torch.Tensor:
+    """``x.softmax(dim=-1)``, shape ``(*, N)`` in and out.
+
+    Speed path (``EXPLICIT_SHORT_ROW_SOFTMAX``): PyTorch's CPU softmax
+    kernel runs rows shorter than the float vector width (16 with AVX-512,
+    8 with AVX2) scalar, which makes the attention of 2x2 and 3x3 windows
+    (N = 4, 9) several times slower than longer rows; for such rows in fp32
+    on the CPU, without autocast and outside graph building, the softmax is
+    computed with vectorized element-wise operations instead
+    (:class:`ShortRowSoftmaxFunction`, same values to float rounding).
+    """
+    n = x.shape[-1]
+    if EXPLICIT_SHORT_ROW_SOFTMAX and n < 16 and n % _FLOAT_LANES != 0 and x.device.type == "cpu" \
+            and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and not is_building_graph():
+        return ShortRowSoftmaxFunction.apply(x)
+    return x.softmax(dim=-1)
+
+
 class Dropout(nn.Module):
     """Element-wise dropout (Srivastava et al. 2014), a drop-in ``nn.Dropout``.
 
     In training each element is zeroed with probability ``p`` and the others
-    are scaled by ``1 / (1 - p)``; the identity in eval mode. The mask comes
-    from :func:`dropout_mask` (cheap on the CPU); backward multiplies by the
-    same mask.
+    are scaled by ``1 / (1 - p)``; the identity in eval mode. Backward
+    zeroes the same elements of the gradient and scales the others.
+
+    Speed paths on the CPU (eager mode, ``CHEAP_DROPOUT_MASKS``): for ``p``
+    up to ``SPARSE_DROPOUT_MAX_P`` only the dropped positions are drawn
+    (:func:`dropped_positions`, :class:`SparseDropoutFunction`; exact
+    Bernoulli(p), scale ``1 / (1 - p)``); above it the mask comes from
+    :func:`dropout_mask` (16 bits per element).
 
     Shapes: input and output ``(*)``.
+
+    Raises:
+        ValueError: if ``p`` is not in [0, 1).
     """
 
     def __init__(self, p: float = 0.0) -> None:
@@ -141,6 +244,9 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if x.device.type == "cpu" and CHEAP_DROPOUT_MASKS and self.p <= SPARSE_DROPOUT_MAX_P \
+                and not is_building_graph():
+            return SparseDropoutFunction.apply(x, dropped_positions(x.numel(), self.p), 1.0 / (1.0 - self.p))
         return x * dropout_mask(x.shape, self.p, x.device, x.dtype)
 
     def extra_repr(self) -> str:

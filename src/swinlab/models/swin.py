@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Dropout, DropPath, Mlp, drop_path_residual, init_weights, to_2tuple
+from .layers import Dropout, DropPath, Mlp, drop_path_residual, init_weights, softmax_last_dim, to_2tuple
 from .windows import (
     MASK_FILL,
     expand_window_mask,
@@ -168,7 +168,7 @@ def window_attention(
         full = mask if mask.shape[0] == 1 else expand_window_mask(mask, B_ // nW)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=full.to(q.dtype)), None
     attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)  # (B, nW, h, N, N)
-    attn = attn.mul_(scale).add_(mask).softmax(dim=-1)
+    attn = softmax_last_dim(attn.mul_(scale).add_(mask))
     out = attn_drop(attn) @ v.view(-1, nW, h, N, d)
     return out.view(B_, h, N, d), (attn if return_attn else None)
 
