@@ -48,9 +48,21 @@ def _data_root(arg: str | None) -> str | None:
     return str(shared) if shared.is_file() else None
 
 
+def calibration_set(args: argparse.Namespace, info) -> torch.Tensor | None:
+    """For ``--int8-scheme per-token``: ``--calibration-images`` images drawn
+    at random (seed 0) from the Tiny ImageNet *train* split, preprocessed as
+    for evaluation (the agreement is measured on the val split)."""
+    if args.int8_scheme != "per-token":
+        return None
+    train = build_dataset("tiny-imagenet", root=_data_root(args.data), split="train", transform=eval_transform_for(info))
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: args.calibration_images]
+    return torch.stack([train[int(i)][0] for i in pick])
+
+
 def accuracy_part(args: argparse.Namespace) -> dict:
     model, info = load_model(args.source, device="cpu")
-    int8 = OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads, int8_scheme=args.int8_scheme)
+    int8 = OnnxRuntimeModel.from_model(model, info, int8=True, threads=args.threads, int8_scheme=args.int8_scheme,
+                                       calibration=calibration_set(args, info))
     dataset = build_dataset("tiny-imagenet", root=_data_root(args.data), split="val", transform=eval_transform_for(info))
     if info.classes and list(dataset.classes) != list(info.classes):
         sys.exit("the model's class order differs from the data set's: not a Tiny ImageNet model?")
@@ -126,8 +138,11 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5, help="calls per timed round (default: 5)")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per runtime (default: 5)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
-    p.add_argument("--int8-scheme", choices=("dynamic", "blockwise"), default="dynamic",
+    p.add_argument("--int8-scheme", choices=("dynamic", "blockwise", "per-token"), default="dynamic",
                    help="int8 scheme of swinlab.export (default: dynamic, what --int8 ships)")
+    p.add_argument("--calibration-images", type=int, default=512,
+                   help="per-token: training images for GPTQ (default: 512; the speed part's random-weight "
+                        "Swin-T rounds to nearest: the same graph)")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--json-out", help="also write the figures as JSON")
     args = p.parse_args()

@@ -19,7 +19,8 @@ MICRO = "swin_micro_patch4_window4_64"
 
 def test_benchmark_json_rows(capsys):
     argv = ["benchmark", MICRO, "--batch-sizes", "1", "2", "--iters", "2", "--warmup", "1", "--threads", "1",
-            "--runtimes", "eager", "onnxruntime-int8", "onnxruntime-int8-blockwise", "torchscript", "--json"]
+            "--runtimes", "eager", "onnxruntime-int8", "onnxruntime-int8-blockwise", "onnxruntime-int8-per-token",
+            "torchscript", "--json"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
@@ -29,7 +30,8 @@ def test_benchmark_json_rows(capsys):
     rows = report["rows"]
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [
         ("eager", 1), ("eager", 2), ("onnxruntime-int8", 1), ("onnxruntime-int8", 2),
-        ("onnxruntime-int8-blockwise", 1), ("onnxruntime-int8-blockwise", 2), ("torchscript", 1), ("torchscript", 2)]
+        ("onnxruntime-int8-blockwise", 1), ("onnxruntime-int8-blockwise", 2),
+        ("onnxruntime-int8-per-token", 1), ("onnxruntime-int8-per-token", 2), ("torchscript", 1), ("torchscript", 2)]
     for r in rows:
         assert r["images_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms_median"] / 1e3), rel=1e-6)
         assert r["latency_ms_p90"] >= r["latency_ms_median"] > 0
@@ -57,3 +59,10 @@ def test_p90_and_gemm():
     assert _p90([5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0]) == 9.0
     assert _p90([2.0]) == 2.0
     assert gemm_gflops(n=256, repeats=2) > 0
+
+
+def test_cli_runtime_choices_match_the_library():
+    from swinlab.cli.benchmark import _RUNTIMES
+    from swinlab.export.benchmark import RUNTIMES
+
+    assert _RUNTIMES == RUNTIMES

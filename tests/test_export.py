@@ -221,6 +221,56 @@ def test_int8_blockwise_onnx_is_quantized_and_agrees(micro):
         export_model(model, info, tmp / "x.onnx", fmt="onnx", int8=True, int8_scheme="fp4")
 
 
+def test_gptq_rounding_beats_nearest_on_the_layer_output():
+    """GPTQ (swinlab.export.per_token.gptq_int8) keeps the per-channel grid of
+    rounding to nearest (same scales, each row's largest weight exact at
+    +-127) and gives a smaller layer-output error on inputs with correlated
+    features, the case it is built for (Frantar et al. 2023)."""
+    from swinlab.export.per_token import gptq_int8, nearest_int8
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 48, generator=g)
+    x = torch.randn(4096, 8, generator=g) @ torch.randn(8, 48, generator=g) + 0.1 * torch.randn(4096, 48, generator=g)
+    q_near, s_near = nearest_int8(w)
+    q_gptq, s_gptq = gptq_int8(w, x.double().T @ x.double())
+    assert q_gptq.dtype == np.int8 and np.array_equal(s_near, s_gptq)
+    assert (np.abs(q_gptq).max(1) == 127).all() and np.abs(q_gptq).max() <= 127
+    error = {name: float(((x @ w.T - x @ (torch.from_numpy(q).float() * torch.from_numpy(s)[:, None]).T) ** 2).sum())
+             for name, q, s in (("nearest", q_near, s_near), ("gptq", q_gptq, s_gptq))}
+    assert error["gptq"] < 0.5 * error["nearest"]
+
+
+def test_int8_per_token_onnx_is_quantized_and_agrees(micro):
+    """--int8-scheme per-token: every Linear layer but the head becomes an
+    int8 MatMulIntegerToFloat with per-channel weight scales fed by a
+    per-row QuantizeLinear; the scheme is in the metadata; the file passes
+    export's int8 check at batch 1 and 3 and, with GPTQ on calibration
+    images, stays closer to fp32 than the dynamic scheme."""
+    model, info, tmp = micro
+    calibration = torch.randn(48, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    path = tmp / "int8-per-token.onnx"
+    result = export_model(model, info, path, fmt="onnx", int8=True, int8_scheme="per-token", calibration=calibration)
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert ops.count("MatMulIntegerToFloat") == linears - 1 and ops.count("Gemm") == 1
+    assert ops.count("QuantizeLinear") == linears - 1 and "MatMul" in ops  # q k^T and p v stay fp32
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node in (n for n in graph.node if n.op_type == "MatMulIntegerToFloat"):
+        wq, ws = inits[node.input[1]], inits[node.input[3]]
+        assert wq.dtype == np.int8 and ws.shape == (wq.shape[1],)  # one scale per output channel
+    assert read_onnx_metadata(path).int8_scheme == "per-token" and result.verify.int8
+    assert result.verify.batch_sizes == [1, 3] and min(result.verify.cosine) >= 0.99
+    dynamic = export_model(model, info, tmp / "int8-dynamic-pt.onnx", fmt="onnx", int8=True)
+    assert max(result.verify.max_abs_diff) < max(dynamic.verify.max_abs_diff)
+    nearest = export_model(model, info, tmp / "int8-per-token-nearest.onnx", fmt="onnx", int8=True,
+                           int8_scheme="per-token")  # no calibration: rounded to nearest, still valid
+    assert nearest.verify.ok
+    src = torch_to_onnx(model, tmp / "fp32-pt.onnx", (64, 64))
+    with pytest.raises(UsageError, match="per-token needs the PyTorch model"):
+        quantize_int8(src, tmp / "x.onnx", "per-token")
+
+
 def test_int8_without_the_blockwise_quantizer(micro, monkeypatch):
     """Without the blockwise quantizer's dependencies (onnx-ir), the dynamic
     scheme still works and the blockwise one fails with a clear UsageError."""

@@ -61,6 +61,33 @@ def test_predict_onnxruntime_matches_eager(setup, capsys):
             assert abs(pe["probability"] - pb["probability"]) < 0.05
 
 
+def test_per_token_int8_with_calibration_images(setup, capsys, tmp_path):
+    """export / predict with --int8-scheme per-token --calibration: a verified
+    file, predictions close to eager; --calibration without the scheme and an
+    empty --calibration folder are usage errors naming the option."""
+    imgs = str(setup["data"] / "val")
+    path = tmp_path / "pt.onnx"
+    assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(path), "--int8",
+                 "--int8-scheme", "per-token", "--calibration", imgs]) == 0
+    assert "int8 (per-token)" in capsys.readouterr().out
+    eager = _predict_json(capsys, [str(setup["run"]), imgs])
+    per_token = _predict_json(capsys, [str(setup["run"]), imgs, "--runtime", "onnxruntime", "--int8",
+                                       "--int8-scheme", "per-token", "--calibration", imgs])
+    from_file = _predict_json(capsys, [str(path), imgs])
+    for e, p, f in zip(eager, per_token, from_file):
+        for pe, pp, pf in zip(e["predictions"], p["predictions"], f["predictions"]):
+            assert abs(pe["probability"] - pp["probability"]) < 0.05
+            assert abs(pp["probability"] - pf["probability"]) < 1e-5  # the same file either way
+    img = str(setup["data"] / "val" / "c1" / "img0.png")
+    assert main(["predict", str(setup["run"]), img, "--runtime", "onnxruntime", "--int8", "--calibration", imgs]) == 2
+    assert "--calibration is for --int8-scheme per-token" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(tmp_path / "e.onnx"), "--int8",
+                 "--int8-scheme", "per-token", "--calibration", str(empty)]) == 2
+    assert "--calibration" in capsys.readouterr().err and not (tmp_path / "e.onnx").exists()
+
+
 def test_predict_from_exported_onnx_file(setup, capsys, tmp_path):
     path = tmp_path / "tiny.onnx"
     assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(path)]) == 0

@@ -21,7 +21,8 @@ from .common import positive_int
 
 __all__ = ["register", "run"]
 
-_RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise", "torchscript")
+_RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise",
+             "onnxruntime-int8-per-token", "torchscript")
 _DEFAULT = ("eager", "onnxruntime", "onnxruntime-int8", "torchscript")
 
 

@@ -19,7 +19,7 @@ import argparse
 from typing import Any
 
 from .common import positive_int
-from .runtime_args import INT8_SCHEME_HELP, INT8_SCHEMES
+from .runtime_args import CALIBRATION_HELP, INT8_SCHEME_HELP, INT8_SCHEMES, calibration_images
 
 __all__ = ["register", "run"]
 
@@ -41,6 +41,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
                    help="static input size [pixels] (default: the model's input size)")
     p.add_argument("--int8", action="store_true", help="int8 quantization of the Linear layers (ONNX only)")
     p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic", help=INT8_SCHEME_HELP)
+    p.add_argument("--calibration", metavar="IMAGES", help=CALIBRATION_HELP)
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="fp32 check: max |exported - PyTorch| (default: 1e-4)")
     p.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
@@ -57,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance >= 0:
         raise UsageError(f"--tolerance {args.tolerance}: expected a number >= 0")
     model, info = load_model(args.source, device="cpu", ema=args.ema)
+    calibration = calibration_images(args, info)
     result = export_model(model, info, args.out, fmt=args.format, img_hw=args.img_size, int8=args.int8,
-                          int8_scheme=args.int8_scheme, opset=args.opset, tolerance=args.tolerance)
+                          int8_scheme=args.int8_scheme, opset=args.opset, tolerance=args.tolerance,
+                          calibration=calibration)
     meta = result.metadata
     h, w = meta.img_hw
     print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB): {meta.model_name}, {args.format}"

@@ -12,17 +12,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 
-__all__ = ["RUNTIMES", "add_runtime_args", "load_for_runtime", "eager_model_of"]
+__all__ = ["RUNTIMES", "add_runtime_args", "calibration_images", "load_for_runtime", "eager_model_of"]
 
 #: ``--runtime`` choices of predict / evaluate / serve.
 RUNTIMES = ("eager", "onnxruntime")
 #: ``--int8-scheme`` choices: ``swinlab.export.metadata.INT8_SCHEMES`` (repeated
 #: here so that parsing the command line imports no torch; a test checks they agree).
-INT8_SCHEMES = ("dynamic", "blockwise")
-INT8_SCHEME_HELP = ("with --int8: 'dynamic' (int8 weights and per-tensor activations, fast) or 'blockwise' "
-                    "(8-bit weights and activations in blocks of 32, closer to fp32, slower) (default: dynamic)")
+INT8_SCHEMES = ("dynamic", "blockwise", "per-token")
+INT8_SCHEME_HELP = ("with --int8: 'dynamic' (int8 weights and per-tensor activations: fastest), 'per-token' "
+                    "(activations per token, weights per channel rounded by GPTQ on --calibration images: "
+                    "close to fp32, fast) or 'blockwise' (8-bit weights and activations in blocks of 32: "
+                    "close to fp32, slow) (default: dynamic)")
+CALIBRATION_HELP = ("with --int8-scheme per-token: images (files, folders, ARCHIVE.zip::FOLDER) of which "
+                    "512 chosen at random calibrate GPTQ's weight rounding; without it the weights are "
+                    "rounded to nearest")
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +39,36 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--int8", action="store_true",
                    help="with --runtime onnxruntime: int8 quantization of the Linear layers")
     g.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic", help=INT8_SCHEME_HELP)
+    g.add_argument("--calibration", metavar="IMAGES", help=CALIBRATION_HELP)
+
+
+def calibration_images(args: argparse.Namespace, info: Any) -> Any:
+    """The ``--calibration`` images, preprocessed for the model (``info``):
+    float ``(n, 3, H, W)`` with n <= 512 chosen at random (seeded); None
+    without ``--calibration``.
+
+    Raises:
+        UsageError: ``--calibration`` without ``--int8-scheme per-token``, or it names no image.
+        InputNotFoundError / CorruptImageError: an unreadable path or image (the message names
+            ``--calibration``).
+    """
+    spec = getattr(args, "calibration", None)
+    if spec is None:
+        return None
+    if getattr(args, "int8_scheme", "dynamic") != "per-token":
+        raise UsageError("--calibration is for --int8-scheme per-token")
+    from ..export.per_token import calibration_choice
+    from ..inference.images import expand_inputs
+    from ..inference.loading import eval_transform_for
+    from ..inference.predict import preprocess_images
+
+    try:
+        specs = calibration_choice(expand_inputs([spec]))
+    except InputError as e:
+        raise type(e)(f"--calibration: {e}") from None
+    if not specs:
+        raise UsageError(f"--calibration {spec}: no images there")
+    return preprocess_images(specs, eval_transform_for(info))
 
 
 def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
@@ -59,6 +94,8 @@ def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
         raise UsageError("--int8 needs --runtime onnxruntime")
     if scheme != "dynamic" and not int8:
         raise UsageError(f"--int8-scheme {scheme} needs --int8")
+    if getattr(args, "calibration", None) is not None and scheme != "per-token":
+        raise UsageError("--calibration is for --int8-scheme per-token")
     if runtime == "eager" and not is_onnx:
         return load_model(args.source, device=device, ema=getattr(args, "ema", False))
     if getattr(args, "amp", "none") not in (None, "none"):
@@ -73,7 +110,8 @@ def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
         model = OnnxRuntimeModel(args.source)
         return model, model.info
     eager, info = load_model(args.source, device="cpu", ema=getattr(args, "ema", False))
-    return OnnxRuntimeModel.from_model(eager, info, int8=int8, int8_scheme=scheme), info
+    calibration = calibration_images(args, info)
+    return OnnxRuntimeModel.from_model(eager, info, int8=int8, int8_scheme=scheme, calibration=calibration), info
 
 
 def eager_model_of(model: Any) -> Any:

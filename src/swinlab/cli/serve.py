@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .common import positive_int
-from .runtime_args import INT8_SCHEME_HELP, INT8_SCHEMES, RUNTIMES, load_for_runtime
+from .runtime_args import CALIBRATION_HELP, INT8_SCHEME_HELP, INT8_SCHEMES, RUNTIMES, load_for_runtime
 
 __all__ = ["register", "run"]
 
@@ -42,6 +42,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("--runtime", choices=RUNTIMES, default="eager", help="default: eager")
     p.add_argument("--int8", action="store_true", help="with --runtime onnxruntime: int8 Linear layers")
     p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic", help=INT8_SCHEME_HELP)
+    p.add_argument("--calibration", metavar="IMAGES", help=CALIBRATION_HELP)
     p.add_argument("--max-bytes", type=positive_int, default=20 * 2**20,
                    help="largest request body in bytes (413 above; default: 20 MiB)")
     p.add_argument("--max-pixels", type=positive_int, default=40_000_000,

@@ -55,10 +55,11 @@ class ExportResult:
     size_bytes: int
 
 
-def _write_scratch(model: nn.Module, meta: ExportMetadata, dst: Path, opset: int) -> None:
+def _write_scratch(model: nn.Module, meta: ExportMetadata, dst: Path, opset: int,
+                   calibration: torch.Tensor | None = None) -> None:
     """The export file at ``dst`` (inside the scratch folder)."""
     if meta.format == "onnx":
-        export_onnx_file(model, meta, dst, opset=opset)
+        export_onnx_file(model, meta, dst, opset=opset, calibration=calibration)
     elif meta.format == "torchscript":
         trace_torchscript(model, dst, meta.img_hw)
     else:
@@ -108,6 +109,7 @@ def export_model(
     tolerance: float = FP32_TOLERANCE,
     min_cosine: float = INT8_MIN_COSINE,
     batch_sizes: Sequence[int] = (1, 3),
+    calibration: torch.Tensor | None = None,
 ) -> ExportResult:
     """Export ``model`` (CPU, eval mode) to ``path`` and verify it (see the module docstring).
 
@@ -116,10 +118,13 @@ def export_model(
         path: the file to write. fmt: ``"onnx"``, ``"torchscript"`` or ``"exported-program"``.
         img_hw: static input ``(H, W)`` [pixels] (default: ``info.img_size`` square).
         int8: quantize the Linear layers to int8 (ONNX only), with
-            ``int8_scheme`` ``"dynamic"`` (fast) or ``"blockwise"`` (closer to fp32).
+            ``int8_scheme`` ``"dynamic"`` (fastest), ``"per-token"`` (close to
+            fp32, fast) or ``"blockwise"`` (close to fp32, slow).
         opset: ONNX opset. verify: run the check (skipping it is for tests and benchmarks).
         tolerance: fp32 max |diff| allowed. min_cosine: int8 per-image cosine bound.
         batch_sizes: batches checked (the first should be 1, the batch the graph was traced at).
+        calibration: preprocessed images ``(n, 3, H, W)`` for the ``"per-token"``
+            scheme's GPTQ (None: weights rounded to nearest).
 
     Returns:
         :class:`ExportResult`.
@@ -136,7 +141,7 @@ def export_model(
     ensure_dir(path.parent)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         scratch = Path(tmp) / _SCRATCH_NAMES[fmt]
-        _write_scratch(model, meta, scratch, opset)
+        _write_scratch(model, meta, scratch, opset, calibration)
         report = None
         if verify:
             runner = load_exported(scratch, fmt)

@@ -24,9 +24,10 @@ Runtimes: ``eager`` (PyTorch, ``torch.inference_mode``), ``compile``
 (``torch.compile`` default mode, ``dynamic=False``: the first call of each
 batch size compiles its own graph, as part of the warm-up), ``torchscript`` (``torch.jit.trace`` +
 ``torch.jit.freeze``), ``onnxruntime``, ``onnxruntime-int8`` and
-``onnxruntime-int8-blockwise`` (the ONNX export of
-:mod:`swinlab.export.onnx_export`, fp32 or with int8 Linear layers in the
-dynamic or the blockwise scheme, run by
+``onnxruntime-int8-blockwise``, ``onnxruntime-int8-per-token`` (the ONNX
+export of :mod:`swinlab.export.onnx_export`, fp32 or with int8 Linear layers
+in the dynamic, blockwise or per-token scheme -- the latter with its weights
+rounded to nearest, which runs as fast as GPTQ's -- run by
 :class:`~swinlab.export.runtime.OnnxRuntimeModel`).
 """
 
@@ -53,7 +54,8 @@ from .torch_export import trace_module
 __all__ = ["RUNTIMES", "DEFAULT_RUNTIMES", "BenchmarkRow", "BenchmarkReport", "gemm_gflops", "run_benchmark",
            "format_report"]
 
-RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise", "torchscript")
+RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise",
+             "onnxruntime-int8-per-token", "torchscript")
 #: without ``compile``: compiling takes minutes on a small CPU; ask for it by name.
 DEFAULT_RUNTIMES = ("eager", "onnxruntime", "onnxruntime-int8", "torchscript")
 
@@ -154,9 +156,10 @@ def build_runner(runtime: str, model: nn.Module, info: ModelInfo, img_hw: tuple[
         return torch.compile(model, dynamic=False)  # one static graph per batch size, compiled in the warm-up
     if runtime == "torchscript":
         return torch.jit.freeze(trace_module(model, img_hw))
-    if runtime in ("onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise"):
+    if runtime in ("onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise", "onnxruntime-int8-per-token"):
+        scheme = runtime.removeprefix("onnxruntime-int8-") if runtime.startswith("onnxruntime-int8-") else "dynamic"
         return OnnxRuntimeModel.from_model(model, info, int8="int8" in runtime, threads=threads, img_hw=img_hw,
-                                           int8_scheme="blockwise" if runtime.endswith("blockwise") else "dynamic")
+                                           int8_scheme=scheme)
     raise UsageError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
 
 

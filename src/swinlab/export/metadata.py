@@ -14,7 +14,7 @@ output, index order), ``classes`` (class ids such as WordNet ids, or null),
 ``input_size`` ``[3, H, W]`` in pixels (the graph's static input size),
 ``mean`` / ``std`` (RGB, for [0, 1] pixel values), ``crop_ratio`` (resize the
 shorter side to ``size / crop_ratio``, then centre crop), ``interpolation``,
-``format``, ``int8``, ``int8_scheme`` (``"dynamic"`` or ``"blockwise"``; files
+``format``, ``int8``, ``int8_scheme`` (``"dynamic"``, ``"blockwise"`` or ``"per-token"``; files
 written before it existed read as ``"dynamic"``), ``source`` and
 ``swinlab_version``; plus
 ``metadata_version`` (this schema: 1).
@@ -49,7 +49,7 @@ METADATA_VERSION = 1
 #: export formats, as named on the command line.
 FORMATS = ("onnx", "torchscript", "exported-program")
 #: int8 quantization schemes of the ONNX export (see :func:`.onnx_export.quantize_int8`).
-INT8_SCHEMES = ("dynamic", "blockwise")
+INT8_SCHEMES = ("dynamic", "blockwise", "per-token")
 
 
 @dataclass

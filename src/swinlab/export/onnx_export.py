@@ -1,4 +1,4 @@
-"""ONNX export of a classifier, with its metadata, and int8 dynamic quantization.
+"""ONNX export of a classifier, with its metadata, and int8 quantization.
 
 Exporter: PyTorch's TorchScript-based exporter (``torch.onnx.export(...,
 dynamo=False)``), chosen by measurement over the ``torch.export``-based one
@@ -37,6 +37,14 @@ the head, whose Gemm node it leaves in fp32. On the main job's model it
 keeps about 99% of the fp32 top-1 predictions where the dynamic scheme keeps
 98%, but it runs Swin-T only slightly faster than fp32 (figures in
 ``benchmarks/RESULTS_deploy.md``, from ``benchmarks/bench_int8_schemes.py``).
+
+A third scheme, ``"per-token"`` (:mod:`.per_token`), quantizes each token's
+activations with its own scale and rounds the per-output-channel int8 weights
+by GPTQ on calibration images, and runs the int8 GEMMs through ONNX Runtime's
+``MatMulIntegerToFloat``: on the main job's model it keeps 99% of the fp32
+predictions and runs Swin-T about 1.7x eager fp32 (the dynamic scheme about
+2x; ``benchmarks/bench_int8.py --int8-scheme per-token``,
+``benchmarks/bench_int8_finer.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from torch import nn
 from ..errors import InputNotFoundError, InvalidInputError, RunError, UsageError
 from ..io.files import ensure_dir
 from .metadata import INT8_SCHEMES, ExportMetadata
+from .per_token import quantize_per_token
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -144,22 +153,30 @@ def torch_to_onnx(
     return Path(path)
 
 
-def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], scheme: str = "dynamic") -> Path:
+def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], scheme: str = "dynamic",
+                  model: nn.Module | None = None, calibration: torch.Tensor | None = None) -> Path:
     """int8 quantization of the Linear layers of an ONNX file (see the module
     docstring). ``scheme="dynamic"``: ``onnxruntime.quantization.quantize_dynamic``
     with ``op_types_to_quantize=["MatMul"]``, ``MatMulConstBOnly`` (weights
     only), signed int8 weights, per-tensor scales. ``scheme="blockwise"``:
     ``MatMulNBitsQuantizer(bits=8, block_size=32, is_symmetric=True,
-    accuracy_level=4)``.
+    accuracy_level=4)``. ``scheme="per-token"``:
+    :func:`.per_token.quantize_per_token` with ``model`` (the eager model
+    ``src`` was exported from) and ``calibration`` images ``(n, 3, H, W)``
+    for GPTQ (None: weights rounded to nearest).
 
     Returns:
         ``dst`` (written directly: a scratch file).
 
     Raises:
-        UsageError: an unknown ``scheme``.
+        UsageError: an unknown ``scheme``; ``"per-token"`` without ``model``.
     """
     if scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
+    if scheme == "per-token":
+        if model is None:
+            raise UsageError("--int8-scheme per-token needs the PyTorch model the graph was exported from")
+        return quantize_per_token(src, dst, model, calibration)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     previous = logging.root.manager.disable
@@ -196,11 +213,12 @@ def _quantize_blockwise(src: str | os.PathLike[str], dst: str | os.PathLike[str]
 
 def export_onnx_file(
     model: nn.Module, meta: ExportMetadata, path: str | os.PathLike[str],
-    opset: int = DEFAULT_OPSET, exporter: str = "torchscript",
+    opset: int = DEFAULT_OPSET, exporter: str = "torchscript", calibration: torch.Tensor | None = None,
 ) -> Path:
     """Export ``model`` to the scratch file ``path``: ONNX graph (:func:`torch_to_onnx`)
     at ``meta.img_hw``, int8-quantized when ``meta.int8`` (:func:`quantize_int8`
-    with ``meta.int8_scheme``), with ``meta`` in its ``metadata_props``. Intermediate files go to a hidden folder next to
+    with ``meta.int8_scheme`` and, for ``"per-token"``, the ``calibration``
+    images), with ``meta`` in its ``metadata_props``. Intermediate files go to a hidden folder next to
     ``path`` (removed afterwards). ``path`` is written directly: callers put it
     in a temporary folder and move it into place themselves
     (:func:`swinlab.export.export_model` with an atomic write).
@@ -216,7 +234,7 @@ def export_onnx_file(
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         src = torch_to_onnx(model, Path(tmp) / "fp32.onnx", meta.img_hw, opset=opset, exporter=exporter)
         if meta.int8:
-            src = quantize_int8(src, Path(tmp) / "int8.onnx", meta.int8_scheme)
+            src = quantize_int8(src, Path(tmp) / "int8.onnx", meta.int8_scheme, model, calibration)
         path.write_bytes(write_onnx_metadata(src, meta))
     return path
 

@@ -101,6 +101,7 @@ class OnnxRuntimeModel(nn.Module):
     def from_model(
         cls, model: nn.Module, info: ModelInfo, int8: bool = False, threads: int | None = None,
         img_hw: tuple[int, int] | None = None, int8_scheme: str = "dynamic",
+        calibration: torch.Tensor | None = None,
     ) -> "OnnxRuntimeModel":
         """Export ``model`` to ONNX in a temporary folder (removed when this
         object is garbage collected or the process exits) and load it.
@@ -108,7 +109,8 @@ class OnnxRuntimeModel(nn.Module):
         Args:
             model: the eager classifier (moved to no device; exported on the CPU).
             info: its :class:`ModelInfo` (metadata). int8: quantize the Linear layers,
-                with ``int8_scheme`` (``"dynamic"`` or ``"blockwise"``).
+                with ``int8_scheme`` (one of ``INT8_SCHEMES``); ``calibration``:
+                images ``(n, 3, H, W)`` for the ``"per-token"`` scheme's GPTQ.
             img_hw: input ``(H, W)`` (default ``(info.img_size, info.img_size)``).
 
         Raises:
@@ -118,7 +120,7 @@ class OnnxRuntimeModel(nn.Module):
         meta = ExportMetadata.from_model_info(info, hw, "onnx", int8=int8, int8_scheme=int8_scheme)
         tmp = Path(tempfile.mkdtemp(prefix="swinlab-ort-"))
         try:
-            path = export_onnx_file(model, meta, tmp / "model.onnx")
+            path = export_onnx_file(model, meta, tmp / "model.onnx", calibration=calibration)
             runtime = cls(path, threads)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

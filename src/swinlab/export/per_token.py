@@ -1,0 +1,212 @@
+"""The ``"per-token"`` int8 scheme: activations quantized per token, weights
+per output channel and rounded by GPTQ.
+
+ONNX Runtime's dynamic scheme quantizes a Linear layer's whole input with one
+scale; on the main job's model that alone flips 1.5% of the top-1
+predictions, and rounding the weights to nearest flips about 1% more
+(simulation: ``benchmarks/bench_int8_finer.py``). This scheme rewrites every
+weight MatMul of the exported graph but the head's (the head stays fp32) into
+
+    x (M, K) -> scale s = max|x_row| / 127 per row (token) -> QuantizeLinear
+    per row, uint8 with zero point 128 -> MatMulIntegerToFloat with the
+    int8 weights and their per-output-channel scales (ONNX Runtime's
+    com.microsoft kernel: int8 GEMM, scaling fused) -> times s
+
+from standard operators plus that one ONNX Runtime kernel (there is no fused
+kernel with a per-row activation scale). The weights are rounded by GPTQ
+(Frantar et al. 2023, "GPTQ: Accurate Post-Training Quantization for
+Generative Pre-trained Transformers", Alg. 1, one column at a time without
+the lazy batching): each column's rounding error is spread over the columns
+not yet rounded through the Cholesky factor of the inverse Hessian
+``H = sum x^T x`` of the layer's inputs on calibration images; each row's
+largest weight is kept exact, so it still sets the row's scale. Without
+calibration images the weights are rounded to nearest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import RunError
+from ..models.layers import Mlp
+
+__all__ = ["CALIBRATION_IMAGES", "calibration_choice", "gptq_int8", "linear_hessians", "nearest_int8", "quantize_per_token"]
+
+log = logging.getLogger(__name__)
+
+#: calibration images used for GPTQ (a random choice among those given).
+CALIBRATION_IMAGES = 512
+_DAMP = 0.01  # GPTQ's dampening: 1% of the mean diagonal of H added to the diagonal
+
+
+def linear_hessians(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> dict[nn.Linear, torch.Tensor]:
+    """``H = sum_x x^T x`` (float64, ``(K, K)``) of the input of every Linear layer
+    of ``model`` (eval mode, CPU) over ``images`` ``(n, 3, H, W)``.
+
+    An :class:`~swinlab.models.layers.Mlp`'s fc1 and fc2 inputs are recomputed
+    from the Mlp's input (its inference speed path does not call them as modules).
+    """
+    hessians: dict[nn.Linear, torch.Tensor] = {}
+    in_mlp = {lin for m in model.modules() if isinstance(m, Mlp) for lin in (m.fc1, m.fc2)}
+
+    def add(linear: nn.Linear, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        hessians[linear] = hessians.get(linear, 0) + x.T @ x
+
+    def on_mlp(mlp: Mlp, inputs: tuple) -> None:
+        add(mlp.fc1, inputs[0])
+        add(mlp.fc2, mlp.act(mlp.fc1(inputs[0])))
+
+    hooks = [m.register_forward_pre_hook(on_mlp) for m in model.modules() if isinstance(m, Mlp)]
+    hooks += [m.register_forward_pre_hook(lambda mod, a: add(mod, a[0]))
+              for m in model.modules() if isinstance(m, nn.Linear) and m not in in_mlp]
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                model(images[i:i + batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+    return hessians
+
+
+def nearest_int8(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``weight`` ``(N, K)`` rounded to nearest on symmetric int8 per output
+    channel: ``(q (N, K) int8, scale (N,) float32)`` with ``weight ~ q * scale[:, None]``."""
+    w = weight.detach().double()
+    scale = w.abs().amax(1).clamp(min=1e-12) / 127
+    q = (w / scale[:, None]).round().clamp(-127, 127)
+    return q.to(torch.int8).numpy(), scale.float().numpy()
+
+
+def gptq_int8(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``weight`` ``(N, K)`` rounded by GPTQ on the grid of :func:`nearest_int8`
+    (same scales), given the input Hessian ``(K, K)``: ``(q int8 (N, K), scale (N,))``."""
+    w = weight.detach().double().clone()
+    n, k = w.shape
+    scale = w.abs().amax(1).clamp(min=1e-12) / 127
+    largest = w.abs().argmax(1)
+    exact = w[torch.arange(n), largest] / scale  # +-127: kept
+    h = hessian.double().clone()
+    dead = h.diag() == 0  # inputs that are always 0
+    h[dead, dead] = 1.0
+    h += _DAMP * h.diag().mean() * torch.eye(k, dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.empty_like(w)
+    for j in range(k):
+        qj = (w[:, j] / scale).round().clamp(-127, 127)
+        rows = largest == j
+        qj[rows] = exact[rows].round()
+        q[:, j] = qj
+        err = (w[:, j] - qj * scale) / hinv[j, j]
+        w[:, j + 1:] -= err[:, None] * hinv[j, j + 1:][None, :]
+    return q.to(torch.int8).numpy(), scale.float().numpy()
+
+
+def _rewrite_nodes(p: str, x: str, y: str) -> list:
+    """ONNX nodes for ``y = x @ W`` with ``x`` quantized per row (module docstring);
+    ``p`` prefixes the names of the per-layer tensors (``p + "wq"``, ``"ws"``, ``"k"``, ``"n"``)."""
+    from onnx import TensorProto, helper
+
+    mk = helper.make_node
+    return [
+        mk("Reshape", [x, p + "k"], [p + "x2"]),  # (M, K)
+        mk("ReduceMax", [p + "x2"], [p + "max"], axes=[1], keepdims=1),
+        mk("ReduceMin", [p + "x2"], [p + "min"], axes=[1], keepdims=1),
+        mk("Neg", [p + "min"], [p + "negmin"]),
+        mk("Max", [p + "max", p + "negmin", "pt_tiny"], [p + "absmax"]),
+        mk("Div", [p + "absmax", "pt_127"], [p + "s"]),  # (M, 1)
+        mk("Reshape", [p + "s", "pt_flat"], [p + "s1"]),  # (M,)
+        mk("Shape", [p + "s1"], [p + "m"]),
+        mk("ConstantOfShape", [p + "m"], [p + "zp"], value=helper.make_tensor("v", TensorProto.UINT8, [1], [128])),
+        mk("QuantizeLinear", [p + "x2", p + "s1", p + "zp"], [p + "q"], axis=0),
+        mk("MatMulIntegerToFloat", [p + "q", p + "wq", "pt_one", p + "ws", "pt_zp128", "pt_zp0"], [p + "yw"],
+           domain="com.microsoft"),
+        mk("Mul", [p + "yw", p + "s"], [p + "y2"]),  # (M, N)
+        mk("Shape", [x], [p + "xs"]),
+        mk("Slice", [p + "xs", "pt_start", "pt_end"], [p + "lead"]),
+        mk("Concat", [p + "lead", p + "n"], [p + "ys"], axis=0),
+        mk("Reshape", [p + "y2", p + "ys"], [y]),
+    ]
+
+
+_CONSTANTS = {"pt_127": np.array(127.0, np.float32), "pt_tiny": np.array(1e-30, np.float32),
+              "pt_one": np.array(1.0, np.float32), "pt_zp128": np.array(128, np.uint8),
+              "pt_zp0": np.array(0, np.int8), "pt_flat": np.array([-1], np.int64),
+              "pt_start": np.array([0], np.int64), "pt_end": np.array([-1], np.int64)}
+
+
+def _linears_by_weight(model: nn.Module) -> dict[bytes, nn.Linear]:
+    """The Linear layers keyed by the bytes of ``weight.T`` (how the ONNX graph stores them)."""
+    return {lin.weight.detach().float().T.contiguous().numpy().tobytes(): lin
+            for lin in model.modules() if isinstance(lin, nn.Linear)}
+
+
+def quantize_per_token(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: nn.Module,
+                       calibration: torch.Tensor | None = None) -> Path:
+    """Write ONNX file ``src`` (exported from ``model``) with every weight MatMul
+    in the per-token int8 form of the module docstring to ``dst``.
+
+    Args:
+        model: the eager model the graph was exported from (CPU, eval mode).
+        calibration: preprocessed images ``(n, 3, H, W)`` for GPTQ; None: weights rounded to nearest.
+
+    Returns:
+        ``dst``.
+
+    Raises:
+        RunError: a weight MatMul of the graph matches no Linear layer of ``model``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(os.fspath(src))
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    linears = _linears_by_weight(model)
+    hessians = linear_hessians(model, calibration) if calibration is not None else {}
+    consts, nodes, rewritten = dict(_CONSTANTS), [], 0
+    for i, node in enumerate(graph.node):
+        b = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        w = numpy_helper.to_array(b) if b is not None else None
+        if w is None or w.ndim != 2:
+            nodes.append(node)
+            continue
+        linear = linears.get(np.ascontiguousarray(w, np.float32).tobytes())
+        if linear is None:
+            raise RunError(f"per-token int8: the graph's weight {b.name} {tuple(w.shape)} matches no Linear layer")
+        q, scale = (gptq_int8(linear.weight, hessians[linear]) if linear in hessians
+                    else nearest_int8(linear.weight))
+        p = f"pt{i}_"
+        consts.update({p + "wq": np.ascontiguousarray(q.T), p + "ws": scale,
+                       p + "k": np.array([-1, w.shape[0]], np.int64), p + "n": np.array([w.shape[1]], np.int64)})
+        nodes.extend(_rewrite_nodes(p, node.input[0], node.output[0]))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(proto, os.fspath(dst))
+    log.info("per-token int8: %d MatMuls, weights %s", rewritten, "GPTQ" if hessians else "rounded to nearest")
+    return Path(dst)
+
+
+def calibration_choice(specs: Iterable[str], count: int = CALIBRATION_IMAGES, seed: int = 0) -> list[str]:
+    """``count`` image specs chosen at random (seeded) among ``specs``, in their order."""
+    specs = list(specs)
+    if len(specs) <= count:
+        return specs
+    pick = torch.randperm(len(specs), generator=torch.Generator().manual_seed(seed))[:count]
+    return [specs[int(i)] for i in sorted(pick)]
