@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ import onnxruntime as ort
 import torch
 
 from bench_int8 import _data_root, add_source_args
+from bench_int8_schemes import print_rates, time_in_turns
 from swinlab.data import build_dataset, build_loader
 from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
 from swinlab.export.per_token import gptq_int8, linear_hessians, nearest_int8
@@ -128,22 +127,10 @@ def speed_part(args: argparse.Namespace, tmp: Path) -> None:
         session = open_session(path, args.threads)
         runners[name] = lambda s=session: s.run(None, {s.get_inputs()[0].name: x.numpy()})
     with torch.inference_mode():
-        ref = model(x)
-        diff = np.abs(runners["per-token int8"]()[0] - ref.numpy()).max()
-        rates: dict[str, list[float]] = {k: [] for k in runners}
-        for fn in runners.values():
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runners.items():
-                t0 = time.perf_counter()
-                for _ in range(args.iters):
-                    fn()
-                rates[name].append(16 * args.iters / (time.perf_counter() - t0))
-    eager = statistics.median(rates["eager fp32"])
-    print(f"speed, {info.model_name} {info.img_size} px, batch 16, medians of {args.repeats} rounds "
-          f"(per-token graph: max abs logit difference to eager {diff:.3g}):")
-    for name, r in rates.items():
-        print(f"  {name:<15} {statistics.median(r):7.2f} images/s  ({statistics.median(r) / eager:.2f}x eager fp32)")
+        diff = np.abs(runners["per-token int8"]()[0] - model(x).numpy()).max()
+    rates = time_in_turns(runners, args.repeats, args.iters)
+    print_rates(rates, f"speed, {info.model_name} {info.img_size} px, batch 16, medians of {args.repeats} rounds "
+                       f"(per-token graph: max abs logit difference to eager {diff:.3g}):")
 
 
 def main() -> None:

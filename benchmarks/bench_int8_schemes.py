@@ -43,6 +43,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from bench_int8 import _data_root, add_source_args
 from swinlab.data import build_dataset, build_loader
 from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
+from swinlab.export.runtime import open_session
 from swinlab.inference.loading import eval_transform_for, load_model
 
 GROUPS = ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2", "downsample/reduction")
@@ -65,9 +66,7 @@ def quantize(src: Path, dst: Path, scheme: str, only: str | None = None) -> Path
 
 
 def ort_argmax(path: Path, images: torch.Tensor, threads: int, batch: int = 500) -> torch.Tensor:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    session = open_session(path, threads)
     name = session.get_inputs()[0].name
     return torch.cat([torch.from_numpy(session.run(None, {name: images[i:i + batch].numpy()})[0]).argmax(1)
                       for i in range(0, len(images), batch)])
@@ -102,31 +101,38 @@ def agreement_part(args: argparse.Namespace, tmp: Path) -> None:
               f"top-1 {100 * (pred == labels).float().mean():.2f}%")
 
 
+def time_in_turns(runners: dict, repeats: int, iters: int, batch: int = 16) -> dict[str, float]:
+    """Median images/s of each runner (a no-argument call running one batch),
+    timed in turns (``repeats`` rounds of ``iters`` calls) after one warm-up call each."""
+    rates: dict[str, list[float]] = {k: [] for k in runners}
+    with torch.inference_mode():
+        for fn in runners.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in runners.items():
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                rates[name].append(batch * iters / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def print_rates(rates: dict[str, float], header: str, base: str = "eager fp32") -> None:
+    print(header)
+    for name, r in rates.items():
+        print(f"  {name:<15} {r:7.2f} images/s  ({r / rates[base]:.2f}x {base})")
+
+
 def speed_part(args: argparse.Namespace, tmp: Path) -> None:
     model, info = load_model(args.speed_model, device="cpu")
     src = torch_to_onnx(model, tmp / "speed.onnx", (info.img_size, info.img_size))
     x = torch.randn(16, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(0))
     runners = {"eager fp32": lambda: model(x)}
     for scheme in ("dynamic", "blockwise"):
-        path = quantize(src, tmp / f"speed-{scheme}.onnx", scheme)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = open_session(quantize(src, tmp / f"speed-{scheme}.onnx", scheme), args.threads)
         runners[scheme] = lambda s=session: s.run(None, {s.get_inputs()[0].name: x.numpy()})
-    rates: dict[str, list[float]] = {k: [] for k in runners}
-    with torch.inference_mode():
-        for fn in runners.values():
-            fn()
-        for _ in range(args.repeats):
-            for name, fn in runners.items():
-                t0 = time.perf_counter()
-                for _ in range(args.iters):
-                    fn()
-                rates[name].append(16 * args.iters / (time.perf_counter() - t0))
-    eager = statistics.median(rates["eager fp32"])
-    print(f"speed, {info.model_name} {info.img_size} px, batch 16, medians of {args.repeats} rounds:")
-    for name, r in rates.items():
-        print(f"  {name:<12} {statistics.median(r):7.2f} images/s  ({statistics.median(r) / eager:.2f}x eager fp32)")
+    rates = time_in_turns(runners, args.repeats, args.iters)
+    print_rates(rates, f"speed, {info.model_name} {info.img_size} px, batch 16, medians of {args.repeats} rounds:")
 
 
 def main() -> None:
