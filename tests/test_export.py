@@ -269,6 +269,29 @@ def test_int8_per_token_onnx_is_quantized_and_agrees(micro):
     src = torch_to_onnx(model, tmp / "fp32-pt.onnx", (64, 64))
     with pytest.raises(UsageError, match="per-token needs the PyTorch model"):
         quantize_int8(src, tmp / "x.onnx", "per-token")
+    with pytest.raises(UsageError, match="--calibration is for --int8-scheme per-token"):
+        export_model(model, info, tmp / "x.onnx", fmt="onnx", int8=True, calibration=calibration)
+
+
+def test_int8_per_token_opset_18_and_shared_weights(micro, caplog):
+    """At opset 18 (ReduceMax/ReduceMin take their axes as an input) the
+    per-token file loads and passes the int8 check; two Linear layers with
+    equal weights are rounded once, by GPTQ with both layers' Hessians."""
+    import copy
+    import logging
+
+    model, info, tmp = micro
+    tied = copy.deepcopy(model)
+    blocks = tied.layers[0].blocks
+    blocks[1].mlp.fc1.weight.data.copy_(blocks[0].mlp.fc1.weight.data)
+    calibration = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.INFO, logger="swinlab.export.per_token"):
+        result = export_model(tied, info, tmp / "pt-18.onnx", fmt="onnx", int8=True, int8_scheme="per-token",
+                              opset=18, calibration=calibration)
+    assert result.verify.ok and min(result.verify.cosine) >= 0.99
+    linears = sum(isinstance(m, torch.nn.Linear) for m in tied.modules())
+    message = next(r.getMessage() for r in caplog.records if "per-token int8" in r.getMessage())
+    assert f"{linears - 1} MatMuls" in message and f"{linears - 2} rounded by GPTQ, 0 to nearest" in message
 
 
 def test_int8_without_the_blockwise_quantizer(micro, monkeypatch):

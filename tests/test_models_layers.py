@@ -168,6 +168,22 @@ def test_sparse_dropout_positions_are_bernoulli(p):
     assert L.dropped_positions(0, p).numel() == 0
 
 
+def test_sparse_dropout_positions_drawn_over_several_rounds():
+    """Gaps drawn a few at a time (the rounds that follow when the first
+    one falls short of the end) give the same Bernoulli sequence; one
+    element alone is dropped with probability p; p outside (0, 1) is refused."""
+    torch.manual_seed(0)
+    n, p = 1 << 16, 0.1
+    pos = L.dropped_positions(n, p, _chunk=7)
+    assert bool((pos[1:] > pos[:-1]).all()) and int(pos[0]) >= 0 and int(pos[-1]) < n
+    assert abs(pos.numel() / n - p) < 5 * (p * (1 - p) / n) ** 0.5
+    ones = sum(L.dropped_positions(1, 0.25, _chunk=1).numel() for _ in range(4000))
+    assert abs(ones / 4000 - 0.25) < 5 * (0.25 * 0.75 / 4000) ** 0.5
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="drop probability"):
+            L.dropped_positions(10, bad)
+
+
 def test_sparse_dropout_matches_torch_bernoulli_and_is_seeded():
     torch.manual_seed(1)
     first = L.dropped_positions(1 << 20, 0.05)
@@ -218,7 +234,13 @@ def test_short_row_softmax_equals_torch_softmax(monkeypatch, n):
     (ref_grad,) = torch.autograd.grad(ref.softmax(-1), ref, g)
     assert torch.allclose(out, ref.softmax(-1), atol=1e-6)
     assert torch.allclose(grad, ref_grad, atol=1e-6)
-    assert bool(taken) == (n % L._FLOAT_LANES != 0 and n < 16)
+    assert bool(taken) == (n in (4, 9))  # 2x2 and 3x3 windows; rows of 16 keep torch's kernel
+    # double backward (gradient penalties, Hessian-vector products) as with torch's softmax
+    (g1,) = torch.autograd.grad((L.softmax_last_dim(x) * g).sum(), x, create_graph=True)
+    (h1,) = torch.autograd.grad((g1 ** 2).sum(), x)
+    (g2,) = torch.autograd.grad((ref.softmax(-1) * g).sum(), ref, create_graph=True)
+    (h2,) = torch.autograd.grad((g2 ** 2).sum(), ref)
+    assert torch.allclose(h1, h2, atol=1e-5, rtol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         taken.clear()
         L.softmax_last_dim(x)

@@ -86,6 +86,14 @@ def test_per_token_int8_with_calibration_images(setup, capsys, tmp_path):
     assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(tmp_path / "e.onnx"), "--int8",
                  "--int8-scheme", "per-token", "--calibration", str(empty)]) == 2
     assert "--calibration" in capsys.readouterr().err and not (tmp_path / "e.onnx").exists()
+    (empty / "broken.png").write_bytes(b"not a png at all")
+    assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(tmp_path / "e.onnx"), "--int8",
+                 "--int8-scheme", "per-token", "--calibration", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration" in err and "broken.png" in err and "Traceback" not in err
+    assert main(["export", str(setup["run"]), "--format", "onnx", "--out", str(tmp_path / "e.onnx"),
+                 "--int8-scheme", "per-token", "--calibration", imgs]) == 2
+    assert "per-token needs --int8" in capsys.readouterr().err
 
 
 def test_predict_from_exported_onnx_file(setup, capsys, tmp_path):

@@ -43,20 +43,26 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def calibration_images(args: argparse.Namespace, info: Any) -> Any:
-    """The ``--calibration`` images, preprocessed for the model (``info``):
-    float ``(n, 3, H, W)`` with n <= 512 chosen at random (seeded); None
-    without ``--calibration``.
+    """The ``--calibration`` images, preprocessed for the model (``info``, at its
+    input size): float ``(n, 3, H, W)`` with n <= 512 chosen at random
+    (seeded); None without ``--calibration``. The options are checked before
+    any image is read.
 
     Raises:
-        UsageError: ``--calibration`` without ``--int8-scheme per-token``, or it names no image.
-        InputNotFoundError / CorruptImageError: an unreadable path or image (the message names
-            ``--calibration``).
+        UsageError: ``--calibration`` without ``--int8 --int8-scheme per-token``
+            (or with an export format other than ONNX).
+        InputNotFoundError / CorruptImageError: an unreadable path or image (the
+            message names ``--calibration``).
     """
     spec = getattr(args, "calibration", None)
     if spec is None:
         return None
     if getattr(args, "int8_scheme", "dynamic") != "per-token":
         raise UsageError("--calibration is for --int8-scheme per-token")
+    if not getattr(args, "int8", False):
+        raise UsageError("--int8-scheme per-token needs --int8")
+    if getattr(args, "format", "onnx") != "onnx":
+        raise UsageError(f"--int8 works with --format onnx only, not {args.format}")
     from ..export.per_token import calibration_choice
     from ..inference.images import expand_inputs
     from ..inference.loading import eval_transform_for
@@ -64,11 +70,11 @@ def calibration_images(args: argparse.Namespace, info: Any) -> Any:
 
     try:
         specs = calibration_choice(expand_inputs([spec]))
+        if not specs:
+            raise UsageError(f"--calibration {spec}: no images there")
+        return preprocess_images(specs, eval_transform_for(info))
     except InputError as e:
         raise type(e)(f"--calibration: {e}") from None
-    if not specs:
-        raise UsageError(f"--calibration {spec}: no images there")
-    return preprocess_images(specs, eval_transform_for(info))
 
 
 def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:

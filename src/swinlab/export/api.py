@@ -81,13 +81,16 @@ def load_exported(path: str | os.PathLike[str], fmt: str) -> Callable[[torch.Ten
     raise UsageError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
 
 
-def _check_options(fmt: str, int8: bool, int8_scheme: str, img_hw: Sequence[int], batch_sizes: Sequence[int]) -> None:
+def _check_options(fmt: str, int8: bool, int8_scheme: str, img_hw: Sequence[int], batch_sizes: Sequence[int],
+                   calibration: torch.Tensor | None = None) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if int8_scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
     if int8_scheme != "dynamic" and not int8:
         raise UsageError(f"--int8-scheme {int8_scheme} needs --int8")
+    if calibration is not None and int8_scheme != "per-token":
+        raise UsageError("--calibration is for --int8-scheme per-token")
     if int8 and fmt != "onnx":
         raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime quantization), not {fmt}")
     if len(img_hw) != 2 or any(int(v) < 1 for v in img_hw):
@@ -134,7 +137,7 @@ def export_model(
         VerificationError: outputs differ beyond the bound (``path`` not written).
     """
     hw = tuple(int(v) for v in (img_hw or (info.img_size, info.img_size)))
-    _check_options(fmt, int8, int8_scheme, hw, batch_sizes)
+    _check_options(fmt, int8, int8_scheme, hw, batch_sizes, calibration)
     model = model.to("cpu").eval()
     meta = ExportMetadata.from_model_info(info, hw, fmt, int8=int8, int8_scheme=int8_scheme)
     path = Path(path)

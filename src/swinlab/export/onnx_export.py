@@ -169,10 +169,13 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], sche
         ``dst`` (written directly: a scratch file).
 
     Raises:
-        UsageError: an unknown ``scheme``; ``"per-token"`` without ``model``.
+        UsageError: an unknown ``scheme``; ``"per-token"`` without ``model``;
+            ``calibration`` with another scheme.
     """
     if scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
+    if calibration is not None and scheme != "per-token":
+        raise UsageError("--calibration is for --int8-scheme per-token")
     if scheme == "per-token":
         if model is None:
             raise UsageError("--int8-scheme per-token needs the PyTorch model the graph was exported from")

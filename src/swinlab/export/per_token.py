@@ -2,10 +2,12 @@
 per output channel and rounded by GPTQ.
 
 ONNX Runtime's dynamic scheme quantizes a Linear layer's whole input with one
-scale; on the main job's model that alone flips 1.5% of the top-1
+scale; on the main job's model that alone flips 1.3-1.5% of the top-1
 predictions, and rounding the weights to nearest flips about 1% more
 (simulation: ``benchmarks/bench_int8_finer.py``). This scheme rewrites every
-weight MatMul of the exported graph but the head's (the head stays fp32) into
+MatMul of the exported graph whose second input is a 2-D weight (the Linear
+layers on token maps and the patch-merging reductions; the classifier head,
+a Linear with a bias on a 2-D input, is exported as a Gemm and stays fp32) into
 
     x (M, K) -> scale s = max|x_row| / 127 per row (token) -> QuantizeLinear
     per row, uint8 with zero point 128 -> MatMulIntegerToFloat with the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +113,19 @@ def gptq_int8(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[np.ndarray, 
     return q.to(torch.int8).numpy(), scale.float().numpy()
 
 
-def _rewrite_nodes(p: str, x: str, y: str) -> list:
+def _rewrite_nodes(p: str, x: str, y: str, opset: int) -> list:
     """ONNX nodes for ``y = x @ W`` with ``x`` quantized per row (module docstring);
-    ``p`` prefixes the names of the per-layer tensors (``p + "wq"``, ``"ws"``, ``"k"``, ``"n"``)."""
+    ``p`` prefixes the names of the per-layer tensors (``p + "wq"``, ``"ws"``, ``"k"``, ``"n"``).
+    ReduceMax / ReduceMin take their axes as an attribute before opset 18, as an input from 18 on."""
     from onnx import TensorProto, helper
 
     mk = helper.make_node
+    axes = {"axes": [1]} if opset < 18 else {}
+    extra = [] if opset < 18 else ["pt_axes1"]
     return [
         mk("Reshape", [x, p + "k"], [p + "x2"]),  # (M, K)
-        mk("ReduceMax", [p + "x2"], [p + "max"], axes=[1], keepdims=1),
-        mk("ReduceMin", [p + "x2"], [p + "min"], axes=[1], keepdims=1),
+        mk("ReduceMax", [p + "x2", *extra], [p + "max"], keepdims=1, **axes),
+        mk("ReduceMin", [p + "x2", *extra], [p + "min"], keepdims=1, **axes),
         mk("Neg", [p + "min"], [p + "negmin"]),
         mk("Max", [p + "max", p + "negmin", "pt_tiny"], [p + "absmax"]),
         mk("Div", [p + "absmax", "pt_127"], [p + "s"]),  # (M, 1)
@@ -140,13 +146,56 @@ def _rewrite_nodes(p: str, x: str, y: str) -> list:
 _CONSTANTS = {"pt_127": np.array(127.0, np.float32), "pt_tiny": np.array(1e-30, np.float32),
               "pt_one": np.array(1.0, np.float32), "pt_zp128": np.array(128, np.uint8),
               "pt_zp0": np.array(0, np.int8), "pt_flat": np.array([-1], np.int64),
-              "pt_start": np.array([0], np.int64), "pt_end": np.array([-1], np.int64)}
+              "pt_start": np.array([0], np.int64), "pt_end": np.array([-1], np.int64),
+              "pt_axes1": np.array([1], np.int64)}
 
 
-def _linears_by_weight(model: nn.Module) -> dict[bytes, nn.Linear]:
-    """The Linear layers keyed by the bytes of ``weight.T`` (how the ONNX graph stores them)."""
-    return {lin.weight.detach().float().T.contiguous().numpy().tobytes(): lin
-            for lin in model.modules() if isinstance(lin, nn.Linear)}
+def _linears_by_weight(model: nn.Module) -> dict[bytes, list[nn.Linear]]:
+    """The Linear layers grouped by the bytes of ``weight.T`` (how the ONNX graph
+    stores them; layers with equal weights share one group)."""
+    groups: dict[bytes, list[nn.Linear]] = {}
+    for lin in model.modules():
+        if isinstance(lin, nn.Linear):
+            groups.setdefault(lin.weight.detach().float().T.contiguous().numpy().tobytes(), []).append(lin)
+    return groups
+
+
+class _WeightRounder:
+    """int8 weights for the graph's weight tensors, by their bytes: GPTQ with
+    the summed Hessians of the Linear layers holding those weights (a layer
+    called twice counts both calls; equal weights are rounded once), or
+    rounding to nearest where no Hessian was collected."""
+
+    def __init__(self, model: nn.Module, calibration: torch.Tensor | None) -> None:
+        self.groups = _linears_by_weight(model)
+        self.hessians = linear_hessians(model, calibration) if calibration is not None else {}
+        self.done: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        self.gptq = self.nearest = 0
+
+    def __call__(self, w: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        key = np.ascontiguousarray(w, np.float32).tobytes()
+        if key not in self.done:
+            layers = self.groups.get(key)
+            if layers is None:
+                raise RunError(f"per-token int8: the graph's weight {name} {tuple(w.shape)} matches no Linear layer")
+            hs = [self.hessians[lin] for lin in layers if lin in self.hessians]
+            self.done[key] = gptq_int8(layers[0].weight, sum(hs)) if hs else nearest_int8(layers[0].weight)
+            self.gptq, self.nearest = self.gptq + bool(hs), self.nearest + (not hs)
+        return self.done[key]
+
+
+def _through_identities(graph: Any, inits: dict[str, Any]) -> dict[str, Any]:
+    """Outputs of Identity nodes (chains included) whose source is an initializer, mapped to it."""
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+    found = {}
+    for name in source:
+        origin, seen = name, set()
+        while origin in source and origin not in seen:
+            seen.add(origin)
+            origin = source[origin]
+        if origin in inits:
+            found[name] = inits[origin]
+    return found
 
 
 def quantize_per_token(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: nn.Module,
@@ -162,16 +211,19 @@ def quantize_per_token(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         ``dst``.
 
     Raises:
-        RunError: a weight MatMul of the graph matches no Linear layer of ``model``.
+        RunError: a weight MatMul of the graph matches no Linear layer of
+            ``model``, or the graph has no weight MatMul to quantize.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     proto = onnx.load(os.fspath(src))
     graph = proto.graph
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     inits = {i.name: i for i in graph.initializer}
-    linears = _linears_by_weight(model)
-    hessians = linear_hessians(model, calibration) if calibration is not None else {}
+    # the exporter stores equal tensors once and hands them on through Identity nodes
+    inits.update(_through_identities(graph, inits))
+    rounder = _WeightRounder(model, calibration)
     consts, nodes, rewritten = dict(_CONSTANTS), [], 0
     for i, node in enumerate(graph.node):
         b = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
@@ -179,16 +231,14 @@ def quantize_per_token(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         if w is None or w.ndim != 2:
             nodes.append(node)
             continue
-        linear = linears.get(np.ascontiguousarray(w, np.float32).tobytes())
-        if linear is None:
-            raise RunError(f"per-token int8: the graph's weight {b.name} {tuple(w.shape)} matches no Linear layer")
-        q, scale = (gptq_int8(linear.weight, hessians[linear]) if linear in hessians
-                    else nearest_int8(linear.weight))
+        q, scale = rounder(w, b.name)
         p = f"pt{i}_"
         consts.update({p + "wq": np.ascontiguousarray(q.T), p + "ws": scale,
                        p + "k": np.array([-1, w.shape[0]], np.int64), p + "n": np.array([w.shape[1]], np.int64)})
-        nodes.extend(_rewrite_nodes(p, node.input[0], node.output[0]))
+        nodes.extend(_rewrite_nodes(p, node.input[0], node.output[0], opset))
         rewritten += 1
+    if not rewritten:
+        raise RunError("per-token int8: the graph has no MatMul with a weight to quantize")
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
@@ -199,7 +249,8 @@ def quantize_per_token(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(proto, os.fspath(dst))
-    log.info("per-token int8: %d MatMuls, weights %s", rewritten, "GPTQ" if hessians else "rounded to nearest")
+    log.info("per-token int8: %d MatMuls; weights: %d rounded by GPTQ, %d to nearest",
+             rewritten, rounder.gptq, rounder.nearest)
     return Path(dst)
 
 

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 __all__ = [
     "CHEAP_DROPOUT_MASKS",
@@ -57,8 +56,9 @@ CHEAP_DROPOUT_MASKS = True
 #: on the CPU, :class:`Dropout` with ``p`` up to this draws the dropped positions
 #: (:func:`dropped_positions`) instead of a whole mask; above it the mask is cheaper.
 SPARSE_DROPOUT_MAX_P = 0.1
-#: on the CPU in fp32, :func:`softmax_last_dim` computes rows shorter than the
-#: float vector width explicitly (PyTorch's kernel runs such rows scalar).
+#: on the CPU in fp32, :func:`softmax_last_dim` computes rows under 16 elements
+#: that are not a multiple of the float vector width explicitly (PyTorch's kernel
+#: runs such rows scalar or half-vectorized).
 EXPLICIT_SHORT_ROW_SOFTMAX = True
 #: let :func:`drop_path_residual` skip the branch work of dropped samples.
 SKIP_DROPPED_SAMPLES = True
@@ -131,7 +131,7 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.de
     return torch.where(bits >= cut - levels // 2, keep_value, torch.zeros((), dtype=dtype))
 
 
-def dropped_positions(numel: int, p: float) -> torch.Tensor:
+def dropped_positions(numel: int, p: float, _chunk: int | None = None) -> torch.Tensor:
     """The flat indices, in increasing order, of the elements that dropout
     with probability ``p`` drops among ``numel``: each index independently
     with probability ``p``, as with a Bernoulli mask.
@@ -140,21 +140,30 @@ def dropped_positions(numel: int, p: float) -> torch.Tensor:
     sequence are independent Geometric(p) variables (on 1, 2, ...), so this
     draws about ``numel * p`` gaps (``Tensor.geometric_``, the global
     generator) and adds them up, instead of one draw per element: for small
-    ``p`` it touches a small fraction of the memory a mask does.
+    ``p`` it touches a small fraction of the memory a mask does. The sums
+    stay in float64 (exact below 2**53; an infinite gap, which the sampler
+    can return, ends the sequence) and become int64 at the end.
 
     Args:
         numel: number of elements (>= 0). p: drop probability in (0, 1).
+        _chunk: gaps drawn per round (tests; default about ``numel * p`` + 6 sigma).
 
     Returns:
         ``(k,)`` int64, sorted, distinct, each in ``[0, numel)``.
+
+    Raises:
+        ValueError: ``p`` not in (0, 1).
     """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"drop probability must be in (0, 1), got {p}")
     mean = numel * p
-    chunk = int(mean + 6 * math.sqrt(mean) + 16)  # enough in all but ~1e-9 of the calls
-    pos = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0).sub_(1).to(torch.int64)
-    while pos[-1] < numel - 1:  # the last gap has not passed the end yet: draw on
-        more = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0).to(torch.int64)
-        pos = torch.cat([pos, more.add_(pos[-1])])
-    return pos[: int(torch.searchsorted(pos, numel))]
+    chunk = _chunk or int(mean + 6 * math.sqrt(mean) + 16)  # one round in all but ~1e-9 of the calls
+    ends = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0)  # 1-based positions
+    while ends[-1] <= numel:  # the sequence has not passed the end yet: draw on
+        more = torch.empty(chunk, dtype=torch.float64).geometric_(p).cumsum_(0)
+        ends = torch.cat([ends, more.add_(ends[-1])])
+    inside = ends[: int(torch.searchsorted(ends, float(numel), right=True))]
+    return inside.sub_(1).to(torch.int64)
 
 
 class SparseDropoutFunction(torch.autograd.Function):
@@ -181,7 +190,8 @@ class SparseDropoutFunction(torch.autograd.Function):
 
 class ShortRowSoftmaxFunction(torch.autograd.Function):
     """Softmax over the last dim written out: ``exp(x - max) / sum``;
-    backward ``p * (g - sum(g * p))``. Shapes: input and output ``(*, N)``."""
+    backward ``p * (g - sum(g * p))`` from the saved output (differentiable
+    again, so double backward works). Shapes: input and output ``(*, N)``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
@@ -191,21 +201,21 @@ class ShortRowSoftmaxFunction(torch.autograd.Function):
         return p
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (p,) = ctx.saved_tensors
-        gp = grad * p
-        return gp.addcmul_(p, gp.sum(-1, keepdim=True), value=-1.0)
+        return p * (grad - (grad * p).sum(-1, keepdim=True))
 
 
 def softmax_last_dim(x: torch.Tensor) -> torch.Tensor:
     """``x.softmax(dim=-1)``, shape ``(*, N)`` in and out.
 
     Speed path (``EXPLICIT_SHORT_ROW_SOFTMAX``): PyTorch's CPU softmax
-    kernel runs rows shorter than the float vector width (16 with AVX-512,
-    8 with AVX2) scalar, which makes the attention of 2x2 and 3x3 windows
-    (N = 4, 9) several times slower than longer rows; for such rows in fp32
-    on the CPU, without autocast and outside graph building, the softmax is
+    kernel runs short rows scalar or half-vectorized (measured: rows under 16
+    elements with AVX-512; with AVX2 rows under 16 except 8), which makes
+    the attention of 2x2 and 3x3 windows (N = 4, 9) several times slower
+    than longer rows. For rows under 16 elements that are not a multiple of
+    the float vector width (16 with AVX-512, 8 otherwise), in fp32 on the
+    CPU, without autocast and outside graph building, the softmax is
     computed with vectorized element-wise operations instead
     (:class:`ShortRowSoftmaxFunction`, same values to float rounding).
     """
