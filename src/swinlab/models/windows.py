@@ -73,11 +73,13 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
 
 @torch.inference_mode(False)  # cached tensors must stay usable by autograd
 def _build_window_order(H: int, W: int, window_size: int, shift_size: int, device: torch.device):
-    grid = torch.arange(H * W, device="cpu").view(1, H, W, 1)
+    # built where it is used: under torch.compile this runs inside the traced graph,
+    # and a CPU tensor there would make Inductor emit CPU kernels for a GPU model
+    grid = torch.arange(H * W, device=device).view(1, H, W, 1)
     if shift_size:
         grid = torch.roll(grid, shifts=(-shift_size, -shift_size), dims=(1, 2))
     order = window_partition(grid, window_size).reshape(-1)
-    return order.to(device), torch.argsort(order).to(device)
+    return order, torch.argsort(order)
 
 
 _cached_window_order = lru_cache(maxsize=128)(_build_window_order)
@@ -160,14 +162,14 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
 @torch.inference_mode(False)
 def _build_shift_mask(H: int, W: int, window_size: int, shift_size: int, fill: float,
                       device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    img_mask = torch.zeros((1, H, W, 1), device="cpu")
+    img_mask = torch.zeros((1, H, W, 1), device=device)  # on the model's device: see _build_window_order
     regions = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
     for cnt, (h, w) in enumerate((h, w) for h in regions for w in regions):
         img_mask[:, h, w, :] = cnt
     mask_windows = window_partition(img_mask, window_size).squeeze(-1)  # (nW, N)
     mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
     mask = mask.masked_fill(mask != 0, fill).masked_fill(mask == 0, 0.0)
-    return mask.to(device=device, dtype=dtype)
+    return mask.to(dtype=dtype)
 
 
 _cached_shift_mask = lru_cache(maxsize=128)(_build_shift_mask)
