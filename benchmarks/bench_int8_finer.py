@@ -38,7 +38,7 @@ import onnxruntime as ort
 import torch
 
 from bench_int8 import _data_root, add_source_args
-from bench_int8_schemes import print_rates, time_in_turns
+from bench_int8_schemes import add_speed_args, print_rates, time_in_turns
 from swinlab.data import build_dataset, build_loader
 from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
 from swinlab.export.per_token import gptq_int8, linear_hessians, nearest_int8
@@ -136,12 +136,8 @@ def speed_part(args: argparse.Namespace, tmp: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_source_args(p)
-    p.add_argument("--threads", type=int, default=2)
+    add_speed_args(p, iters=2, repeats=3)
     p.add_argument("--calibration", type=int, default=512, help="training images for GPTQ's Hessians")
-    p.add_argument("--speed-model", default="swin_tiny_patch4_window7_224")
-    p.add_argument("--iters", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args()
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)

@@ -135,14 +135,20 @@ def speed_part(args: argparse.Namespace, tmp: Path) -> None:
     print_rates(rates, f"speed, {info.model_name} {info.img_size} px, batch 16, medians of {args.repeats} rounds:")
 
 
+def add_speed_args(p: argparse.ArgumentParser, iters: int, repeats: int) -> None:
+    """``--threads``, ``--speed-model``, ``--iters``, ``--repeats``, ``--skip-speed``
+    (shared with ``bench_int8_finer.py``)."""
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--speed-model", default="swin_tiny_patch4_window7_224")
+    p.add_argument("--iters", type=int, default=iters, help="calls per timed round")
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds per runtime")
+    p.add_argument("--skip-speed", action="store_true")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_source_args(p)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--speed-model", default="swin_tiny_patch4_window7_224")
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--skip-speed", action="store_true")
+    add_speed_args(p, iters=3, repeats=5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # the quantizers' advice on the root logger
