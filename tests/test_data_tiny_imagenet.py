@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from swinlab.data import CorruptImageError, build_dataset, build_loader
+from swinlab.data import CorruptImageError, build_dataset, build_loader, cached_batches
 
 WNIDS = ["n02124075", "n04067472", "n04540053"]
 WORDS = {"n02124075": "Egyptian cat", "n04067472": "reel", "n04540053": "volleyball", "n00000001": "unused"}
@@ -252,3 +252,25 @@ def test_download_from_local_server_and_pickle(tmp_path: Path) -> None:
     first = ds[0][0]
     clone = pickle.loads(pickle.dumps(ds))  # spawn-style workers: the zip handle is reopened
     assert torch.equal(clone[0][0], first) and clone.targets == ds.targets
+
+
+def test_cached_batches_equal_the_loader(tmp_path: Path) -> None:
+    arc = tmp_path / "tiny-imagenet-200.zip"
+    make_tiny_zip(arc)
+    lazy = build_dataset("tiny-imagenet", arc, "train")
+    cached = build_dataset("tiny-imagenet", arc, "train", cache=True)
+    assert lazy.cached_tensors() is None  # nothing decoded: the DataLoader path
+    images, labels = cached.cached_tensors()
+    assert images.dtype == torch.uint8 and images.shape == (len(cached), 3, 64, 64)
+    assert labels.dtype == torch.int64 and labels.tolist() == cached.targets
+    order = torch.randperm(len(cached), generator=torch.Generator().manual_seed(1)).tolist()[:-3]
+    fast = list(cached_batches(images, labels, order, 4))
+    slow = list(build_loader(torch.utils.data.Subset(lazy, order), 4, shuffle=False))
+    assert len(fast) == len(slow) == -(-len(order) // 4)
+    assert fast[-1][0].shape[0] == (len(order) % 4 or 4)
+    for (xa, ya), (xb, yb) in zip(fast, slow):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(cached_batches(images, labels, order, 0))
+    cached.transform = lambda im: im  # a transform makes items differ from the cache rows
+    assert cached.cached_tensors() is None

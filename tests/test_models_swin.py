@@ -420,6 +420,31 @@ def test_torch_compile_training_follows_eager():
     assert max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4, (eager, compiled)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_compiled_graph_of_an_off_cpu_model_computes_nothing_on_the_cpu(train: bool):
+    """Under torch.compile the window order, shift masks and clipped-window bias index are
+    built inside the traced graph; they must be built on the model's device, else Inductor
+    compiles CPU kernels into a GPU model (it failed so on an H200). The model lives on the
+    meta device here, and a backend lists every graph value that is a CPU tensor. Swin-T at
+    64 px pads stage 1 (16 -> 21 tokens), shifts, and clips the window in stages 3-4."""
+    on_cpu: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        for node in gm.graph.nodes:
+            value = node.meta.get("example_value")
+            for t in value if isinstance(value, (tuple, list)) else [value]:
+                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                    on_cpu.append(f"{node.op} {node.target} {tuple(t.shape)}")
+        return gm.forward
+
+    model = create_model("swin_tiny_patch4_window7_64", num_classes=10).to("meta").train(train)
+    torch.compiler.reset()
+    out = torch.compile(model, backend=backend, dynamic=False)(torch.empty(2, 3, 64, 64, device="meta"))
+    torch.compiler.reset()
+    assert out.shape == (2, 10) and out.device.type == "meta"
+    assert on_cpu == [], on_cpu[:5]
+
+
 # --------------------------------------------------------------- errors
 def test_error_wrong_channels():
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, H, W\), got \(1, 4, 32, 32\)"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swinlab.data import AugmentConfig
+from swinlab.data import AugmentConfig, kornia_randaugment_magnitude
 from swinlab.models import list_models
 from swinlab.training.config import (
     ConfigError,
@@ -40,6 +40,8 @@ def test_reference_recipes_follow_their_documents() -> None:
     assert (r3.lr, r3.weight_decay, r3.warmup_epochs, r3.epochs, r3.clip_grad, r3.batch_size) == (
         3e-4, 0.05, 10, 200, 3.0, 128)
     assert (r3.aug.mixup_alpha, r3.aug.cutmix_alpha, r3.aug.random_erasing) == (0.8, 1.0, 0.25)
+    # a PyTorch project's "RandAugment 2 ops, magnitude 9": torchvision's defaults, magnitude 9 of 30
+    assert r3.aug.randaugment_n == 2 and kornia_randaugment_magnitude(r3.aug.randaugment_m) == 9
     r0 = load_config("ref000_cifar100")
     assert (r0.lr, r0.weight_decay, r0.lr_schedule, r0.epochs) == (1e-3, 1e-4, "constant", 40)
     ft = load_config("finetune_384")

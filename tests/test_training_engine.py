@@ -17,6 +17,7 @@ from PIL import Image
 from swinlab.training.config import ConfigError
 from swinlab.training.engine import soft_target_cross_entropy, train
 from swinlab.training.logging import COLUMNS
+from test_data_tiny_imagenet import make_tiny_zip
 
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
 
@@ -164,3 +165,18 @@ def test_short_real_tiny_imagenet_run_beats_chance(shared_dir: Path, tmp_path: P
     res = train(cfg)
     assert res["history"][-1]["train_images"] == 78 * 64
     assert res["val_top1"] > 25.0, res["history"]
+
+
+def test_cached_train_set_gives_the_same_run_as_the_loader(tmp_path: Path) -> None:
+    """With ``cache`` the batches are gathered from the decoded tensor (no DataLoader): the run
+    must be exactly the one the DataLoader gives, with and without a hold-out split."""
+    arc = tmp_path / "tiny-imagenet-200.zip"
+    make_tiny_zip(arc)
+    for holdout in (None, 0.25):
+        runs = []
+        for cache in (False, True):
+            cfg = tiny_config(arc, tmp_path / f"run_{cache}_{holdout}", data="tiny-imagenet", load_size=None, cache=cache, holdout_fraction=holdout,
+                              batch_size=2, epochs=2)
+            runs.append(train(cfg))
+        assert len(runs[0]["step_losses"]) > 2
+        assert runs[0]["step_losses"] == runs[1]["step_losses"], holdout

@@ -14,7 +14,7 @@ from .decode import DATASET_MAX_PIXELS, DEFAULT_MAX_PIXELS, CorruptImageError, d
 from .eval_transform import EvalTransform, Normalize
 from .folder import ImageFolder
 from .images import SkippedInput, expand_inputs, open_image
-from .loader import build_loader, collate_images, epoch_seed
+from .loader import build_loader, cached_batches, collate_images, epoch_seed
 from .mixup import Mixup, cutmix_box, smooth_one_hot
 from .resize import ResizeUint8, center_crop, resize, resize_shorter
 from .sources import DEFAULT_MAX_BYTES
@@ -42,6 +42,7 @@ __all__ = [
     "TinyImageNet",
     "build_dataset",
     "build_loader",
+    "cached_batches",
     "center_crop",
     "collate_images",
     "cutmix_box",

@@ -140,6 +140,19 @@ class ImageDataset(Dataset):
         """True when every image is held decoded in memory."""
         return self._cache is not None
 
+    def cached_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(images uint8 (N, 3, H, W), labels int64 (N,))`` straight from the cache, or None.
+
+        Available when :meth:`build_cache` holds every image in the one tensor (all of the same
+        size) and no ``transform`` is set, i.e. when ``self[i]`` is exactly
+        ``(images[i], labels[i])``; the trainer then gathers its batches by indexing (on
+        its device) instead of running a DataLoader.  The images tensor is the cache itself,
+        not a copy.
+        """
+        if self._cache is None or self._cache_extra or self.transform is not None:
+            return None
+        return self._cache, torch.as_tensor(self.targets, dtype=torch.int64)
+
     def __len__(self) -> int:
         return len(self.targets)
 

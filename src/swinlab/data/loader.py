@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-__all__ = ["build_loader", "epoch_seed", "collate_images"]
+__all__ = ["build_loader", "cached_batches", "epoch_seed", "collate_images"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -91,3 +91,29 @@ def build_loader(
         collate_fn=collate_images,
         **kwargs,
     )
+
+
+def cached_batches(
+    images: torch.Tensor, labels: torch.Tensor, order: Sequence[int], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``(images[idx] (B, 3, H, W), labels[idx] (B,))`` for consecutive ``batch_size``
+    chunks ``idx`` of ``order``, gathered on the tensors' device.
+
+    The DataLoader-free path for a data set decoded into one tensor
+    (:meth:`ImageDataset.cached_tensors`): with the tensors on a GPU each batch is one
+    gather there, with no worker processes and no host-to-device copy.  Yields the same
+    batches, in the same order, as :func:`build_loader` over ``Subset(dataset, order)``
+    with ``shuffle=False``; a last partial chunk is yielded too (trim ``order`` for full
+    batches only).
+
+    Raises:
+        ValueError: ``batch_size < 1``, or ``images`` and ``labels`` of different lengths.
+    """
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    index = torch.as_tensor(list(order), dtype=torch.int64, device=images.device)
+    for start in range(0, index.numel(), int(batch_size)):
+        idx = index[start : start + int(batch_size)]
+        yield images.index_select(0, idx), labels.index_select(0, idx)

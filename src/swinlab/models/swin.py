@@ -213,7 +213,7 @@ class WindowAttention(nn.Module):
         if m == self.window_size:
             index = self.relative_position_index
         else:
-            index = relative_position_index(m, self.window_size).to(self.relative_position_bias_table.device)
+            index = relative_position_index(m, self.window_size, self.relative_position_bias_table.device)
         bias = self.relative_position_bias_table[index.reshape(-1)].view(m * m, m * m, -1)
         return bias.permute(2, 0, 1).contiguous()
 

@@ -134,9 +134,19 @@ def merge_and_unshift(windows: torch.Tensor, window_size: int, shift_size: int, 
     return windows.reshape(-1, H * W, C).index_select(1, inverse).view(-1, H, W, C)
 
 
-@lru_cache(maxsize=64)
 @torch.inference_mode(False)
-def relative_position_index(window_size: int, table_window_size: int | None = None) -> torch.Tensor:
+def _build_relative_position_index(window_size: int, T: int, device: torch.device) -> torch.Tensor:
+    ar = torch.arange(window_size, device=device)  # on the model's device: see _build_window_order
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij")).flatten(1)  # (2, M*M)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (T - 1)  # (N, N, 2)
+    return rel[..., 0] * (2 * T - 1) + rel[..., 1]
+
+
+_cached_relative_position_index = lru_cache(maxsize=64)(_build_relative_position_index)
+
+
+def relative_position_index(window_size: int, table_window_size: int | None = None,
+                            device: torch.device | str = "cpu") -> torch.Tensor:
     """Index into a relative position bias table for an M x M window.
 
     Paper Sec. 3.2, "Relative position bias": offsets along each axis lie in
@@ -145,7 +155,8 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
     the offsets a smaller window uses).
 
     Returns:
-        ``(M*M, M*M)`` int64 tensor on the CPU (cached; do not modify).
+        ``(M*M, M*M)`` int64 tensor on ``device`` (cached per window, table and
+        device; do not modify).
 
     Raises:
         ValueError: if ``table_window_size`` is smaller than ``window_size``.
@@ -153,10 +164,8 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
     T = window_size if table_window_size is None else table_window_size
     if T < window_size:
         raise ValueError(f"table window {T} is smaller than window {window_size}")
-    ar = torch.arange(window_size, device="cpu")
-    coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij")).flatten(1)  # (2, M*M)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (T - 1)  # (N, N, 2)
-    return rel[..., 0] * (2 * T - 1) + rel[..., 1]
+    build = _build_relative_position_index if is_building_graph() else _cached_relative_position_index
+    return build(window_size, T, torch.device(device))
 
 
 @torch.inference_mode(False)

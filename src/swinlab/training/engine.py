@@ -174,6 +174,7 @@ class Run:
     progress: Progress = field(default_factory=Progress)
     writer: RunWriter | None = None
     val_loader: Any = None
+    train_tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # cached train set on the device
     augmenters: dict[int, data.BatchAugment] = field(default_factory=dict)
     step_losses: list[float] = field(default_factory=list)
     train_images: int = 0
@@ -261,6 +262,20 @@ def _wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module:
     return train_model
 
 
+def _train_tensors(train: Any, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The decoded training set ``(images uint8 (N, 3, H, W), labels (N,))`` moved to the
+    training device once, when it is cached in one tensor (``cache``); every batch is then
+    a gather there (:func:`swinlab.data.cached_batches`), with no DataLoader and, on a GPU,
+    no per-batch host-to-device copy.  None: batches come from a DataLoader."""
+    get = getattr(train, "cached_tensors", None)
+    tensors = get() if get is not None else None
+    if tensors is None:
+        return None
+    if info.device.type != "cpu":
+        _print(info, f"training images held on {info.device} ({tensors[0].numel() / 2**30:.2f} GiB)")
+    return tensors[0].to(info.device), tensors[1].to(info.device)
+
+
 def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignals,
            extend: dict[str, Any]) -> Run:
     """Build the run (and restore it from ``last.pt`` when resuming)."""
@@ -290,6 +305,7 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
               precision_reason=reason, steps_per_epoch=spe, budget=Budget(budget_s),
               resize=ResizeSchedule(cfg.progressive_resize, dat.aug.img_size), signals=signals, t_start=t_start,
               resolved=_resolved(cfg, dat, model, info, global_batch, spe, amp_dtype, reason))
+    run.train_tensors = _train_tensors(dat.train, info)
     run.val_loader = data.build_loader(dat.val, cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     if resumed is not None:
@@ -461,8 +477,12 @@ def _train_epoch(run: Run) -> str | None:
     ``"budget"`` or ``"signal"`` when the run must stop at this step."""
     cfg, p, info = run.cfg, run.progress, run.info
     order = epoch_indices(len(run.data.train), info, cfg.seed, p.epoch)[: run.n_micro * cfg.batch_size]
-    loader = data.build_loader(Subset(run.data.train, order[p.batch * cfg.batch_size:]), cfg.batch_size,
-                               shuffle=False, num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True)
+    todo = order[p.batch * cfg.batch_size:]
+    if run.train_tensors is not None:
+        loader: Any = data.cached_batches(*run.train_tensors, todo, cfg.batch_size)
+    else:
+        loader = data.build_loader(Subset(run.data.train, todo), cfg.batch_size, shuffle=False,
+                                   num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True)
     run.train_model.train()
     bar = tqdm(total=run.n_micro, initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch",
                leave=False, disable=not (cfg.progress and info.is_main), dynamic_ncols=True)

@@ -80,6 +80,16 @@ class _Split(Dataset):
     def __getitem__(self, i: int) -> Any:
         return self.base[self.indices[i]]
 
+    def cached_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The base's cached ``(images, labels)`` at ``indices`` (a copy), or None
+        (see :meth:`swinlab.data.ImageDataset.cached_tensors`)."""
+        base = getattr(self.base, "cached_tensors", None)
+        tensors = base() if base is not None else None
+        if tensors is None:
+            return None
+        index = torch.as_tensor(self.indices, dtype=torch.int64)
+        return tensors[0][index], tensors[1][index]
+
 
 @dataclass
 class TrainData:
