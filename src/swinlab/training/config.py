@@ -81,7 +81,8 @@ class TrainConfig:
                                               "val_split (reference 000: 0.1)")
     cache: bool = _f(False, "decode the data set into memory first")
     skip_corrupt: bool = _f(False, "skip undecodable images (counted and listed) instead of failing")
-    num_workers: int = _f(0, "data loader worker processes", flag="--workers")
+    num_workers: int = _f(0, "data loader worker processes (a cached train set needs none: its batches are "
+                                    "gathered from memory)", flag="--workers")
     load_size: int | None = _f(None, "resize every image to this side on load (folder data: default from img_size)")
     aug: AugmentConfig = _f(AugmentConfig(), "augmentation (--set aug.KEY=VALUE; keys of swinlab.data.AugmentConfig)")
     progressive_resize: list[list[float]] | None = _f(
