@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import INTERPOLATIONS
-from ..errors import InputNotFoundError, InvalidInputError
+from ..errors import InputNotFoundError, InvalidInputError, UsageError
 from ..inference.loading import ModelInfo
 from ..io.files import atomic_write_text
 from ..version import __version__
@@ -38,6 +38,7 @@ __all__ = [
     "METADATA_VERSION",
     "FORMATS",
     "INT8_SCHEMES",
+    "check_calibration",
     "ExportMetadata",
     "sidecar_path",
     "write_sidecar",
@@ -50,6 +51,16 @@ METADATA_VERSION = 1
 FORMATS = ("onnx", "torchscript", "exported-program")
 #: int8 quantization schemes of the ONNX export (see :func:`.onnx_export.quantize_int8`).
 INT8_SCHEMES = ("dynamic", "blockwise", "per-token")
+
+
+def check_calibration(int8_scheme: str, calibration: object) -> None:
+    """Calibration images (``calibration`` not None) belong to the ``"per-token"`` scheme only.
+
+    Raises:
+        UsageError: ``calibration`` given with another ``int8_scheme``.
+    """
+    if calibration is not None and int8_scheme != "per-token":
+        raise UsageError("--calibration is for --int8-scheme per-token")
 
 
 @dataclass

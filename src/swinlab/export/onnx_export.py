@@ -61,7 +61,7 @@ from torch import nn
 
 from ..errors import InputNotFoundError, InvalidInputError, RunError, UsageError
 from ..io.files import ensure_dir
-from .metadata import INT8_SCHEMES, ExportMetadata
+from .metadata import INT8_SCHEMES, ExportMetadata, check_calibration
 from .per_token import quantize_per_token
 
 __all__ = [
@@ -174,8 +174,7 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], sche
     """
     if scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
-    if calibration is not None and scheme != "per-token":
-        raise UsageError("--calibration is for --int8-scheme per-token")
+    check_calibration(scheme, calibration)
     if scheme == "per-token":
         if model is None:
             raise UsageError("--int8-scheme per-token needs the PyTorch model the graph was exported from")

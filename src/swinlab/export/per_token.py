@@ -30,8 +30,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,11 +80,16 @@ def linear_hessians(model: nn.Module, images: torch.Tensor, batch_size: int = 32
     return hessians
 
 
+def _row_scales(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 scale of each output channel (row) of ``w`` ``(N, K)``: ``max|w_row| / 127``."""
+    return w.abs().amax(1).clamp(min=1e-12) / 127
+
+
 def nearest_int8(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """``weight`` ``(N, K)`` rounded to nearest on symmetric int8 per output
     channel: ``(q (N, K) int8, scale (N,) float32)`` with ``weight ~ q * scale[:, None]``."""
     w = weight.detach().double()
-    scale = w.abs().amax(1).clamp(min=1e-12) / 127
+    scale = _row_scales(w)
     q = (w / scale[:, None]).round().clamp(-127, 127)
     return q.to(torch.int8).numpy(), scale.float().numpy()
 
@@ -94,7 +99,7 @@ def gptq_int8(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[np.ndarray, 
     (same scales), given the input Hessian ``(K, K)``: ``(q int8 (N, K), scale (N,))``."""
     w = weight.detach().double().clone()
     n, k = w.shape
-    scale = w.abs().amax(1).clamp(min=1e-12) / 127
+    scale = _row_scales(w)
     largest = w.abs().argmax(1)
     exact = w[torch.arange(n), largest] / scale  # +-127: kept
     h = hessian.double().clone()

@@ -19,7 +19,6 @@ from ..errors import ConfigError, UsageError
 from ..factory import create_model
 from ..models.registry import get_model_spec
 from .config import TrainConfig
-from .distributed import DistInfo
 
 __all__ = ["choose_precision", "TrainData", "build_data", "build_model", "ResizeSchedule", "cpu_flags"]
 
