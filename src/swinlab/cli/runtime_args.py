@@ -54,7 +54,7 @@ def calibration_images(args: argparse.Namespace, info: Any) -> Any:
         InputNotFoundError / CorruptImageError: an unreadable path or image (the
             message names ``--calibration``).
     """
-    from ..export.metadata import check_calibration
+    from ..export.metadata import check_int8_options
     from ..export.per_token import calibration_choice
     from ..inference.images import expand_inputs
     from ..inference.loading import eval_transform_for
@@ -63,11 +63,8 @@ def calibration_images(args: argparse.Namespace, info: Any) -> Any:
     spec = getattr(args, "calibration", None)
     if spec is None:
         return None
-    check_calibration(getattr(args, "int8_scheme", "dynamic"), spec)
-    if not getattr(args, "int8", False):
-        raise UsageError("--int8-scheme per-token needs --int8")
-    if getattr(args, "format", "onnx") != "onnx":
-        raise UsageError(f"--int8 works with --format onnx only, not {args.format}")
+    check_int8_options(getattr(args, "format", "onnx"), getattr(args, "int8", False),
+                       getattr(args, "int8_scheme", "dynamic"), spec)
     try:
         specs = calibration_choice(expand_inputs([spec]))
         if not specs:
@@ -91,7 +88,7 @@ def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
             without ``--int8``, ``--amp``
             with ONNX Runtime, or a non-CPU ``--device`` with ONNX Runtime.
     """
-    from ..export.metadata import check_calibration
+    from ..export.metadata import check_int8_options
     from ..inference.loading import load_model
 
     runtime, int8 = getattr(args, "runtime", "eager"), getattr(args, "int8", False)
@@ -99,9 +96,7 @@ def load_for_runtime(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
     is_onnx = str(args.source).lower().endswith(".onnx")
     if int8 and runtime != "onnxruntime":
         raise UsageError("--int8 needs --runtime onnxruntime")
-    if scheme != "dynamic" and not int8:
-        raise UsageError(f"--int8-scheme {scheme} needs --int8")
-    check_calibration(scheme, getattr(args, "calibration", None))
+    check_int8_options("onnx", int8, scheme, getattr(args, "calibration", None))
     if runtime == "eager" and not is_onnx:
         return load_model(args.source, device=device, ema=getattr(args, "ema", False))
     if getattr(args, "amp", "none") not in (None, "none"):

@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import UsageError
 from ..inference.loading import ModelInfo
 from ..io.files import atomic_write, ensure_dir
-from .metadata import FORMATS, INT8_SCHEMES, ExportMetadata, check_calibration, write_sidecar
+from .metadata import FORMATS, ExportMetadata, check_int8_options, write_sidecar
 from .onnx_export import DEFAULT_OPSET, export_onnx_file
 from .runtime import OnnxRuntimeModel
 from .torch_export import export_program, load_exported_program, load_torchscript, trace_torchscript
@@ -85,13 +85,7 @@ def _check_options(fmt: str, int8: bool, int8_scheme: str, img_hw: Sequence[int]
                    calibration: torch.Tensor | None = None) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if int8_scheme not in INT8_SCHEMES:
-        raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
-    if int8_scheme != "dynamic" and not int8:
-        raise UsageError(f"--int8-scheme {int8_scheme} needs --int8")
-    check_calibration(int8_scheme, calibration)
-    if int8 and fmt != "onnx":
-        raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime quantization), not {fmt}")
+    check_int8_options(fmt, int8, int8_scheme, calibration)
     if len(img_hw) != 2 or any(int(v) < 1 for v in img_hw):
         raise UsageError(f"--img-size: expected two positive ints H W, got {list(img_hw)}")
     if not batch_sizes or any(b < 1 for b in batch_sizes):

@@ -39,6 +39,7 @@ __all__ = [
     "FORMATS",
     "INT8_SCHEMES",
     "check_calibration",
+    "check_int8_options",
     "ExportMetadata",
     "sidecar_path",
     "write_sidecar",
@@ -61,6 +62,24 @@ def check_calibration(int8_scheme: str, calibration: object) -> None:
     """
     if calibration is not None and int8_scheme != "per-token":
         raise UsageError("--calibration is for --int8-scheme per-token")
+
+
+def check_int8_options(fmt: str, int8: bool, int8_scheme: str, calibration: object = None) -> None:
+    """The int8 options of an export or an ONNX Runtime run, checked together:
+    ``int8_scheme`` one of :data:`INT8_SCHEMES` and only with ``int8``,
+    ``calibration`` only with ``"per-token"`` (:func:`check_calibration`),
+    ``int8`` only with the ``"onnx"`` format (ONNX Runtime quantization).
+
+    Raises:
+        UsageError: naming the option that does not fit, as on the command line.
+    """
+    if int8_scheme not in INT8_SCHEMES:
+        raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
+    if int8_scheme != "dynamic" and not int8:
+        raise UsageError(f"--int8-scheme {int8_scheme} needs --int8")
+    check_calibration(int8_scheme, calibration)
+    if int8 and fmt != "onnx":
+        raise UsageError(f"--int8 works with --format onnx only (ONNX Runtime quantization), not {fmt}")
 
 
 @dataclass
