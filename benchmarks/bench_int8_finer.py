@@ -44,7 +44,7 @@ from swinlab.export.onnx_export import quantize_int8, torch_to_onnx
 from swinlab.export.per_token import gptq_int8, linear_hessians, nearest_int8
 from swinlab.export.runtime import open_session
 from swinlab.inference.loading import eval_transform_for, load_model
-from swinlab.models import layers as L
+from swinlab.models import fast as L
 
 
 def fake_quant_weight(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -73,8 +73,8 @@ def fake_quant_act(x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def agreement_part(args: argparse.Namespace) -> None:
-    L.BLOCKED_MLP_INFERENCE = False  # its addmm on fc1/fc2 weights bypasses the hooks below
-    model, info = load_model(args.source, device="cpu")
+    # whole-map fc1/fc2 calls: the per-tensor fake quantisation in the hooks below needs the whole map
+    model, info = load_model(args.source, device="cpu", speed=L.SpeedOptions(blocked_mlp_inference=False))
     root = _data_root(args.data)
     val = build_dataset("tiny-imagenet", root=root, split="val", transform=eval_transform_for(info))
     if args.max_images:

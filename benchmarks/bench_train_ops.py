@@ -4,7 +4,7 @@
 * dropout, forward + backward: the 16-bit masks (``dropout_mask``) against
   drawing only the dropped positions (``dropped_positions`` +
   ``SparseDropoutFunction``) for several p -- where the crossover lies
-  (``SPARSE_DROPOUT_MAX_P``);
+  (``SpeedOptions.sparse_dropout_max_p``);
 * softmax over the last dim, forward: ``Tensor.softmax`` against the
   written-out form (``ShortRowSoftmaxFunction``) for several row lengths --
   which rows PyTorch's kernel runs scalar.
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from swinlab.models import layers as L
+from swinlab.models import fast as L
 
 
 def ms(fn, iters: int = 20, repeats: int = 3) -> float:
@@ -58,7 +58,7 @@ def softmax_part() -> None:
         x = torch.randn((1 << 21) // (n * n), n, n)
         torch_ms = ms(lambda: x.softmax(-1))
         explicit = ms(lambda: L.ShortRowSoftmaxFunction.apply(x))
-        taken = "taken" if n < 16 and n % L._FLOAT_LANES != 0 else "not taken"
+        taken = "taken" if n < 16 and n % L.cpu_float_lanes() != 0 else "not taken"
         print(f"  rows of {n:<3} softmax {torch_ms:6.2f}  written out {explicit:6.2f}  "
               f"({torch_ms / explicit:.2f}x; speed path {taken} here)")
 

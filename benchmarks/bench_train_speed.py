@@ -48,10 +48,10 @@ CASES = {  # name: (registry model, input side, classes)
 }
 
 
-def build(code: str, case: str, compile_: bool = False) -> tuple[torch.nn.Module, int, int]:
+def build(code: str, case: str, compile_: bool = False, base_ref: str = BASE_COMMIT) -> tuple[torch.nn.Module, int, int]:
     """The case's model built by ``code`` ("base" or "today") with the base commit's arguments."""
     model_name, size, classes = CASES[case]
-    base = load_baseline()
+    base = load_baseline(base_ref)
     kwargs = dict(base.models.get_model_spec(model_name).kwargs, num_classes=classes)
     torch.manual_seed(0)
     builder = base.models.get_model_spec(model_name).builder if code == "base" else get_model_spec(model_name).builder
@@ -90,7 +90,7 @@ def worker(code: str, case: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     if code != "base":
         tune_cpu_allocator()
-    model, size, classes = build("today" if code != "base" else "base", case, code == "compiled")
+    model, size, classes = build("today" if code != "base" else "base", case, code == "compiled", args.base)
     step = make_step(model, args.batch, size, classes, bf16=code == "bf16")
     t = time.perf_counter()
     for _ in range(args.warmup):
@@ -105,7 +105,8 @@ def fresh_processes(case: str, codes: list[str], args: argparse.Namespace) -> di
     warm: dict[str, float] = {}
     for _ in range(args.pairs):
         for code in codes:
-            cmd = [sys.executable, __file__, "--worker", code, case, "--threads", str(args.threads), "--batch",
+            cmd = [sys.executable, __file__, "--worker", code, case, "--base", args.base, "--threads", str(args.threads),
+                   "--batch",
                    str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                             cwd=Path(__file__).parent).stdout.splitlines()[-1])
@@ -118,7 +119,7 @@ def one_process(case: str, codes: list[str], args: argparse.Namespace) -> dict:
     tune_cpu_allocator()
     steps, warm = {}, {}
     for code in codes:
-        model, size, classes = build("today" if code != "base" else "base", case, code == "compiled")
+        model, size, classes = build("today" if code != "base" else "base", case, code == "compiled", args.base)
         steps[code] = make_step(model, args.batch, size, classes, bf16=code == "bf16")
         t = time.perf_counter()
         for _ in range(args.warmup):
@@ -164,6 +165,7 @@ def main() -> None:
                    help="also time today's step under bf16 autocast (the precision amp=auto picks on CPUs with "
                         "AMX or AVX512-BF16)")
     p.add_argument("--json-out", help="also write the results as JSON")
+    p.add_argument("--base", default=BASE_COMMIT, help=f"the base commit (default {BASE_COMMIT})")
     p.add_argument("--worker", nargs=2, metavar=("CODE", "CASE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -172,7 +174,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     codes = ["base", "today"] + (["compiled"] if args.compile else []) + (["bf16"] if args.bf16 else [])
     print(f"CPU ISA {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, {args.threads} threads, "
-          f"fp32 (bf16: autocast), batch {args.batch}; base = commit {BASE_COMMIT}")
+          f"fp32 (bf16: autocast), batch {args.batch}; base = commit {args.base}")
     results = {}
     for case in args.cases:
         model_name, size, _ = CASES[case]

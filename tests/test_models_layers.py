@@ -1,16 +1,26 @@
-"""Tests of swinlab.models.layers.drop_path_residual: stochastic depth that
-skips the branch work of dropped samples must give DropPath's result
-(Huang et al. 2016; official Swin / timm multiply by the mask)."""
+"""Tests of the speed paths of swinlab.models.fast against the plain
+formulation: stochastic depth that skips the branch work of dropped samples
+must give DropPath's result (Huang et al. 2016; official Swin / timm multiply
+by the mask), the cheap dropout must be Bernoulli dropout, the short-row
+softmax and the blocked MLP must give the plain values. Paths are chosen by
+building with a SpeedOptions; nothing here patches a models module."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from swinlab.models import layers as L
-from swinlab.models.layers import DropPath, drop_path_residual
+from swinlab.models import fast as L
+from swinlab.models.fast import SpeedOptions
+from swinlab.models.layers import DropPath, Mlp
 from swinlab.models.swin import SwinTransformer
 from swinlab.models.vit import VisionTransformer
+
+FAST = L.resolve_speed(None)
+
+
+def drop_path_residual(x, branch, drop_path, skip_dropped=True, speed=FAST):
+    return L.drop_path_residual(x, branch, drop_path, speed, skip_dropped)
 
 
 def test_drop_path_residual_all_dropped_eval_and_identity():
@@ -20,16 +30,16 @@ def test_drop_path_residual_all_dropped_eval_and_identity():
 
     def branch(t):
         calls.append(t.shape[0])
-        return t * 2, "extra"
+        return t * 2
 
     torch.manual_seed(0)
-    out, extra = drop_path_residual(x, branch, dp)
+    out = drop_path_residual(x, branch, dp)
     # every sample dropped: the branch still runs on the whole batch, times zero
-    assert calls == [4] and extra == "extra" and torch.equal(out, x)
+    assert calls == [4] and torch.equal(out, x)
     dp.eval()
-    out, extra = drop_path_residual(x, branch, dp)
-    assert calls == [4, 4] and extra == "extra" and torch.allclose(out, 3 * x)
-    out, _ = drop_path_residual(x, branch, torch.nn.Identity())
+    out = drop_path_residual(x, branch, dp)
+    assert calls == [4, 4] and torch.allclose(out, 3 * x)
+    out = drop_path_residual(x, branch, torch.nn.Identity())
     assert torch.allclose(out, 3 * x)
     dp = DropPath(0.5).train()
 
@@ -42,24 +52,27 @@ def test_drop_path_residual_all_dropped_eval_and_identity():
     drop_path_residual(x, branch, dp)  # some samples dropped: the branch sees the kept ones
     assert 0 < calls[-1] < 4
     torch.manual_seed(seed)
-    out, _ = drop_path_residual(x, branch, dp, skip_dropped=False)  # masks instead of skipping
+    out = drop_path_residual(x, branch, dp, skip_dropped=False)  # masks instead of skipping
     assert calls[-1] == 4
-    out, _ = drop_path_residual(x, branch, torch.nn.Dropout(0.0))  # any other module: applied as is
+    torch.manual_seed(seed)
+    drop_path_residual(x, branch, dp, speed=SpeedOptions(skip_dropped_samples=False))  # option off: masks
+    assert calls[-1] == 4
+    out = drop_path_residual(x, branch, torch.nn.Dropout(0.0))  # any other module: applied as is
     assert calls[-1] == 4 and torch.allclose(out, 3 * x)
     half = torch.nn.Module()
     half.forward = lambda t: t / 2
-    out, _ = drop_path_residual(x, branch, half)
+    out = drop_path_residual(x, branch, half)
     assert torch.allclose(out, 2 * x)
 
 
-def _swin() -> torch.nn.Module:
+def _swin(speed=None) -> torch.nn.Module:
     return SwinTransformer(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
-                           window_size=4, num_classes=5, drop_path_rate=0.5)
+                           window_size=4, num_classes=5, drop_path_rate=0.5, speed=speed)
 
 
-def _vit() -> torch.nn.Module:
+def _vit(speed=None) -> torch.nn.Module:
     return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2,
-                             num_classes=4, drop_path_rate=0.6)
+                             num_classes=4, drop_path_rate=0.6, speed=speed)
 
 
 def test_all_dropped_branch_parameters_get_zero_gradients():
@@ -69,32 +82,29 @@ def test_all_dropped_branch_parameters_get_zero_gradients():
     lin = torch.nn.Linear(3, 3)
     x = torch.randn(4, 3, requires_grad=True)
     torch.manual_seed(0)
-    out, _ = drop_path_residual(x, lambda t: (lin(t), None), DropPath(0.999).train())
+    out = drop_path_residual(x, lin, DropPath(0.999).train())
     out.sum().backward()
     assert lin.weight.grad is not None and torch.equal(lin.weight.grad, torch.zeros_like(lin.weight))
     assert torch.equal(x.grad, torch.ones_like(x))
 
 
-@pytest.mark.parametrize("module, build", [("swin", _swin), ("vit", _vit)])
-def test_training_step_with_stochastic_depth_equals_masking(monkeypatch, module, build):
+@pytest.mark.parametrize("build", [_swin, _vit])
+def test_training_step_with_stochastic_depth_equals_masking(build):
     """A whole training step: skipping the dropped samples gives the loss and
-    gradients of the masking formulation (official code)."""
-    torch.manual_seed(0)
-    model = build().train()
+    gradients of the masking formulation (official code): the same model
+    built with skip_dropped_samples off, in the same process."""
     x = torch.randn(8, 3, 32, 32)
 
-    def step():
-        model.zero_grad()
+    def step(speed):
+        torch.manual_seed(0)
+        model = build(speed).train()
         torch.manual_seed(3)
         loss = model(x).square().mean()
         loss.backward()
         return [loss.detach()] + [p.grad.clone() for p in model.parameters()]
 
-    skipped = step()
-    real = L.drop_path_residual
-    monkeypatch.setattr(f"swinlab.models.{module}.drop_path_residual",
-                        lambda x, b, d, skip_dropped=True: real(x, b, d, False))
-    masked = step()
+    skipped = step(None)
+    masked = step(SpeedOptions(skip_dropped_samples=False))
     assert len(skipped) == len(masked)
     for a, b in zip(skipped, masked):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
@@ -195,56 +205,53 @@ def test_sparse_dropout_matches_torch_bernoulli_and_is_seeded():
     assert abs(a - b) < 5 * (2 * pooled * (1 - pooled) / n) ** 0.5
 
 
-def test_sparse_dropout_forward_backward_same_elements(monkeypatch):
-    """For p <= SPARSE_DROPOUT_MAX_P the CPU path drops positions; the
+def _node(out: torch.Tensor) -> str:
+    return type(out.grad_fn).__name__
+
+
+def test_sparse_dropout_forward_backward_same_elements():
+    """For p <= sparse_dropout_max_p the CPU path drops positions; the
     gradient is zero exactly where the output was dropped, 1 / (1 - p)
     elsewhere, also for a non-contiguous input; the mask path is taken above."""
     drop = L.Dropout(0.1).train()
     x = torch.randn(64, 48, requires_grad=True)
-    taken = []
-    real = L.SparseDropoutFunction.apply
-    monkeypatch.setattr(L.SparseDropoutFunction, "apply", lambda *a: taken.append(1) or real(*a))
     torch.manual_seed(3)
     out = drop(x.t())  # non-contiguous
     w = torch.randn(48, 64)
     (out * w).sum().backward()
     kept = out != 0
-    assert taken and 0 < int((~kept).sum()) < kept.numel()
+    assert "SparseDropoutFunction" in _node(out) and 0 < int((~kept).sum()) < kept.numel()
     assert torch.allclose(out[kept], x.t()[kept] / 0.9)
     assert torch.allclose(x.grad.t(), torch.where(kept, w / 0.9, 0.0))
-    taken.clear()
-    L.Dropout(0.3).train()(x)
-    assert not taken
+    assert "SparseDropoutFunction" not in _node(L.Dropout(0.3).train()(x))
+    assert type(L.make_dropout(0.1, SpeedOptions.plain())) is torch.nn.Dropout  # the plain path
 
 
 @pytest.mark.parametrize("n", [4, 9, 16])
-def test_short_row_softmax_equals_torch_softmax(monkeypatch, n):
+def test_short_row_softmax_equals_torch_softmax(n):
     """The explicit softmax for short rows (2x2 and 3x3 windows) gives
     torch's values and gradients; 16-element rows keep torch's kernel."""
-    taken = []
-    real = L.ShortRowSoftmaxFunction.apply
-    monkeypatch.setattr(L.ShortRowSoftmaxFunction, "apply", lambda x: taken.append(1) or real(x))
+    lanes = FAST.float_lanes
     torch.manual_seed(0)
     x = (torch.randn(64, 3, n, n) * 5).requires_grad_()
     x[0, 0, 0, 0].data.fill_(-1e4)  # a masked entry (windows.MASK_FILL)
     g = torch.randn(64, 3, n, n)
-    out = L.softmax_last_dim(x)
+    out = L.softmax_last_dim(x, lanes)
     (grad,) = torch.autograd.grad(out, x, g)
     ref = x.detach().requires_grad_()
     (ref_grad,) = torch.autograd.grad(ref.softmax(-1), ref, g)
     assert torch.allclose(out, ref.softmax(-1), atol=1e-6)
     assert torch.allclose(grad, ref_grad, atol=1e-6)
-    assert bool(taken) == (n in (4, 9))  # 2x2 and 3x3 windows; rows of 16 keep torch's kernel
+    taken = "ShortRowSoftmaxFunction" in _node(out)
+    assert taken == (n in (4, 9))  # 2x2 and 3x3 windows; rows of 16 keep torch's kernel
     # double backward (gradient penalties, Hessian-vector products) as with torch's softmax
-    (g1,) = torch.autograd.grad((L.softmax_last_dim(x) * g).sum(), x, create_graph=True)
+    (g1,) = torch.autograd.grad((L.softmax_last_dim(x, lanes) * g).sum(), x, create_graph=True)
     (h1,) = torch.autograd.grad((g1 ** 2).sum(), x)
     (g2,) = torch.autograd.grad((ref.softmax(-1) * g).sum(), ref, create_graph=True)
     (h2,) = torch.autograd.grad((g2 ** 2).sum(), ref)
     assert torch.allclose(h1, h2, atol=1e-5, rtol=1e-4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        taken.clear()
-        L.softmax_last_dim(x)
-        assert not taken  # autocast keeps torch's softmax and its casting policy
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps torch's softmax and its casting policy
+        assert "ShortRowSoftmaxFunction" not in _node(L.softmax_last_dim(x, lanes))
 
 
 def test_dropout_eval_identity_and_gradient():
@@ -263,96 +270,122 @@ def test_dropout_eval_identity_and_gradient():
         L.Dropout(1.0)
 
 
-def test_blocked_mlp_inference_equals_plain(monkeypatch):
-    """The inference speed path BLOCKED_MLP_INFERENCE gives the plain MLP's values
-    (a token count that is not a multiple of the block), and is not taken with
-    autograd on."""
+SMALL_BLOCKS = SpeedOptions(mlp_block_elements=256 * 32, mlp_recompute_min_bytes=1)  # blocks of 256 tokens
+
+
+def _fc1_calls(mlp) -> list[int]:
+    calls: list[int] = []
+    mlp.fc1.register_forward_hook(lambda m, a, out: calls.append(out.shape[0]))
+    return calls
+
+
+def test_blocked_mlp_inference_equals_plain():
+    """The inference speed path (blocked_mlp_inference) gives the plain MLP's values
+    (a token count that is not a multiple of the block), runs fc1's forward
+    hooks once per block, and is not taken with autograd on or when off."""
     torch.manual_seed(0)
-    mlp = L.Mlp(8, 32).eval()
+    mlp = L.FastMlp(8, 32, speed=SpeedOptions(mlp_block_elements=256 * 32)).eval()  # recompute only > 32 MiB
     x = torch.randn(3, 700, 8)
     plain = mlp.fc2(mlp.act(mlp.fc1(x)))
-    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)  # blocks of 256 tokens: 9 blocks
-    taken = []
-    blocked_fn = L.Mlp.forward_blocked
-    monkeypatch.setattr(L.Mlp, "forward_blocked", lambda self, t: taken.append(1) or blocked_fn(self, t))
+    calls = _fc1_calls(mlp)
     with torch.no_grad():
         blocked = mlp(x)
-    assert taken and blocked.shape == (3, 700, 8)
+    assert calls == [256] * 8 + [2100 - 8 * 256] and blocked.shape == (3, 700, 8)
     assert torch.allclose(blocked, plain, atol=1e-6)
-    taken.clear()
-    out = mlp(x.clone().requires_grad_(True))  # autograd: the plain, differentiable path
-    assert not taken and out.grad_fn is not None and torch.allclose(out, plain, atol=1e-6)
-    monkeypatch.setattr(L, "BLOCKED_MLP_INFERENCE", False)
+    calls.clear()
+    out = mlp(x.clone().requires_grad_(True))  # autograd in eval: the plain, differentiable path
+    assert len(calls) == 1 and out.grad_fn is not None and torch.allclose(out, plain, atol=1e-6)
+    off = L.FastMlp(8, 32, speed=SpeedOptions(blocked_mlp_inference=False, mlp_block_elements=256 * 32)).eval()
+    off.load_state_dict(mlp.state_dict())
+    calls = _fc1_calls(off)
     with torch.no_grad():
-        assert torch.allclose(mlp(x), blocked, atol=1e-6) and not taken
+        assert torch.allclose(off(x), blocked, atol=1e-6) and len(calls) == 1
 
 
-def test_blocked_mlp_training_gradients_equal_plain(monkeypatch):
-    """The training speed path BLOCKED_MLP_TRAINING (BlockedMlpFunction, blocks
+def _run_mlp(mlp, x, grad_out):
+    mlp.zero_grad()
+    x.grad = None
+    out = mlp(x)
+    out.backward(grad_out)
+    return out.detach(), out.grad_fn, [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
+
+
+def test_blocked_mlp_training_gradients_equal_plain():
+    """The training speed path (blocked_mlp_training: BlockedMlpFunction, blocks
     that do not divide the token count) gives the plain MLP's outputs and the
-    gradients of the input and of all four parameters; switched off, or with
-    active dropout, the plain path runs."""
+    gradients of the input and of all four parameters; the plain Mlp with
+    the same weights is the reference; with active dropout the plain path runs."""
     torch.manual_seed(0)
-    mlp = L.Mlp(8, 32).train()
+    fast_mlp = L.FastMlp(8, 32, speed=SMALL_BLOCKS).train()
+    plain_mlp = Mlp(8, 32).train()
+    plain_mlp.load_state_dict(fast_mlp.state_dict())
     x = torch.randn(3, 700, 8, requires_grad=True)
     grad_out = torch.randn(3, 700, 8)
-    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)  # blocks of 256 tokens
-    monkeypatch.setattr(L, "MLP_RECOMPUTE_MIN_BYTES", 1)
-
-    def run(flag: bool):
-        monkeypatch.setattr(L, "BLOCKED_MLP_TRAINING", flag)
-        mlp.zero_grad()
-        x.grad = None
-        out = mlp(x)
-        out.backward(grad_out)
-        return out.detach(), out.grad_fn, [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
-
-    plain, plain_fn, plain_grads = run(False)
-    fast, fast_fn, fast_grads = run(True)
+    plain, plain_fn, plain_grads = _run_mlp(plain_mlp, x, grad_out)
+    fast, fast_fn, fast_grads = _run_mlp(fast_mlp, x, grad_out)
     assert "BlockedMlpFunction" in type(fast_fn.next_functions[0][0]).__name__
     assert "BlockedMlpFunction" not in type(plain_fn.next_functions[0][0]).__name__
     assert torch.allclose(fast, plain, atol=1e-6)
     for a, b in zip(fast_grads, plain_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
-    frozen = L.Mlp(8, 32, drop=0.1).train()
-    out = frozen(x)
+    dropping = L.FastMlp(8, 32, drop=0.1, speed=SMALL_BLOCKS).train()
+    out = dropping(x)
     assert "BlockedMlpFunction" not in type(out.grad_fn.next_functions[0][0]).__name__
 
 
-def test_in_place_inference_residual(monkeypatch):
+def test_blocked_mlp_training_runs_hooks_and_uses_what_they_return():
+    """fc1 / fc2 forward hooks run on the training path (once per block, and
+    again in the recomputation, as under torch.utils.checkpoint), and a hook
+    that changes the output changes the values and gradients as on the plain path."""
+    torch.manual_seed(0)
+    fast_mlp = L.FastMlp(8, 32, speed=SMALL_BLOCKS).train()
+    plain_mlp = Mlp(8, 32).train()
+    plain_mlp.load_state_dict(fast_mlp.state_dict())
+    for m in (fast_mlp, plain_mlp):
+        m.fc1.register_forward_hook(lambda mod, a, out: out * 2.0)
+    calls = _fc1_calls(fast_mlp)
+    x = torch.randn(3, 700, 8, requires_grad=True)
+    grad_out = torch.randn(3, 700, 8)
+    plain, _, plain_grads = _run_mlp(plain_mlp, x, grad_out)
+    fast, fast_fn, fast_grads = _run_mlp(fast_mlp, x, grad_out)
+    assert "BlockedMlpFunction" in type(fast_fn.next_functions[0][0]).__name__
+    assert len(calls) == 2 * 9  # 9 blocks in forward, 9 in the recomputation
+    assert torch.allclose(fast, plain, atol=1e-5)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_in_place_inference_residual():
     """Without autograd the residual sum is written into the branch output and
-    equals x + branch(x); the caller's input is untouched."""
+    equals x + branch(x); the caller's input is untouched; off, a fresh sum."""
     x = torch.randn(2, 5, 4)
     before = x.clone()
     branch_out = []
 
     def branch(t):
         branch_out.append(t * 2.0)
-        return branch_out[-1], None
+        return branch_out[-1]
 
     with torch.no_grad():
-        y, _ = L.drop_path_residual(x, branch, torch.nn.Identity())
+        y = drop_path_residual(x, branch, torch.nn.Identity())
     assert y.data_ptr() == branch_out[-1].data_ptr()
     assert torch.equal(x, before) and torch.allclose(y, 3 * before)
-    monkeypatch.setattr(L, "IN_PLACE_INFERENCE_RESIDUAL", False)
     with torch.no_grad():
-        y2, _ = L.drop_path_residual(x, branch, torch.nn.Identity())
+        y2 = drop_path_residual(x, branch, torch.nn.Identity(), speed=SpeedOptions(in_place_residual=False))
     assert y2.data_ptr() != branch_out[-1].data_ptr() and torch.equal(y2, y)
 
 
-def test_blocked_mlp_training_frozen_layers(monkeypatch):
+def test_blocked_mlp_training_frozen_layers():
     """With fc1 frozen, the training speed path gives fc1 no gradient and the
     same input and fc2 gradients as the plain path."""
     torch.manual_seed(0)
-    monkeypatch.setattr(L, "MLP_BLOCK_ELEMENTS", 256 * 32)
-    monkeypatch.setattr(L, "MLP_RECOMPUTE_MIN_BYTES", 1)
-    mlp = L.Mlp(8, 32).train()
-    mlp.fc1.requires_grad_(False)
-    x = torch.randn(2, 600, 8, requires_grad=True)
     grads = []
-    for flag in (False, True):
-        monkeypatch.setattr(L, "BLOCKED_MLP_TRAINING", flag)
-        x.grad, mlp.fc2.weight.grad, mlp.fc2.bias.grad = None, None, None
+    x = torch.randn(2, 600, 8, requires_grad=True)
+    state = L.FastMlp(8, 32).state_dict()
+    for mlp in (Mlp(8, 32), L.FastMlp(8, 32, speed=SMALL_BLOCKS)):
+        mlp.load_state_dict(state)
+        mlp.train().fc1.requires_grad_(False)
+        x.grad = None
         mlp(x).square().sum().backward()
         assert mlp.fc1.weight.grad is None and mlp.fc1.bias.grad is None
         grads.append([x.grad.clone(), mlp.fc2.weight.grad.clone(), mlp.fc2.bias.grad.clone()])

@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from swinlab.models.keras_swin import KerasSwinTransformer
 from swinlab.models.swin import SwinTransformer
 from swinlab.models.vit import VisionTransformer
 
@@ -49,7 +50,7 @@ def _sub(ref: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", list(CASES))
 def test_outputs_attention_and_gradients_match_the_previous_code(ref, name):
     kind, kwargs, _, _ = CASES[name]
-    model = (SwinTransformer if kind == "swin" else VisionTransformer)(**kwargs)
+    model = {"swin": SwinTransformer, "swin_keras": KerasSwinTransformer, "vit": VisionTransformer}[kind](**kwargs)
     model.load_state_dict(_sub(ref, f"{name}/weights/"))
     x = ref[f"{name}/input"]
     model.eval()

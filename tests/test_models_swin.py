@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from swinlab import create_model
-from swinlab.models import layers as swin_layers
 from swinlab.models.flops import count_macs, count_params
 from swinlab.models.swin import (
     MASK_FILL,
+    SpeedOptions,
     SwinTransformer,
     relative_position_index,
     shift_attention_mask,
@@ -24,7 +24,8 @@ from swinlab.models.swin import (
     window_partition,
     window_reverse,
 )
-from swinlab.models.layers import DropPath, drop_path_residual
+from swinlab.models.fast import drop_path_residual
+from swinlab.models.layers import DropPath
 
 # name -> (parameters with the 1000-class head, GMACs per image at its img_size)
 OFFICIAL = {
@@ -290,33 +291,31 @@ def test_fused_and_explicit_paths_agree_with_padding(batch):
     assert torch.equal(fused, again)
 
 
-@pytest.mark.parametrize("speed_path", ["ONE_GATHER_SHIFT", "USE_SDPA"])
-def test_speed_paths_equal_the_plain_formulation(monkeypatch, speed_path):
-    """The one-gather shift + partition (vs roll + reshape, official) and the
-    fused SDPA (vs matmuls + softmax) give the plain formulation's outputs,
-    and in training its gradients."""
-    from swinlab.models import swin as swin_module, windows
-
-    torch.manual_seed(0)
-    model = _tiny(drop_path_rate=0.0)
+@pytest.mark.parametrize("speed_path", ["one_gather_shift", "fused_attn", "all"])
+def test_speed_paths_equal_the_plain_formulation(speed_path):
+    """The one-gather shift + partition (vs roll + reshape, official), the
+    fused SDPA (vs matmuls + softmax) and all speed paths together give the
+    plain formulation's outputs, and in training its gradients: two models
+    with the same weights built with different SpeedOptions."""
     x = torch.randn(3, 3, 42, 38)  # padding, shifted windows, odd merging
-    frozen_table = [p for n, p in model.named_parameters() if "relative_position_bias_table" in n]
 
-    def run():
+    def run(speed):
+        torch.manual_seed(0)
+        model = _tiny(drop_path_rate=0.0, speed=speed)
+        frozen_table = [p for n, p in model.named_parameters() if "relative_position_bias_table" in n]
         model.eval()
         with torch.no_grad():
             logits = model(x)
         model.train()
         model.zero_grad()
         for p in frozen_table:  # a frozen table lets training take the SDPA path too
-            p.requires_grad_(speed_path != "USE_SDPA")
+            p.requires_grad_(speed_path == "one_gather_shift")
         loss = model(x).square().mean()
         loss.backward()
         return [logits, loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    fast = run()
-    monkeypatch.setattr(windows if speed_path == "ONE_GATHER_SHIFT" else swin_module, speed_path, False)
-    plain = run()
+    fast = run(None)
+    plain = run(SpeedOptions.plain() if speed_path == "all" else SpeedOptions(**{speed_path: False}))
     assert len(fast) == len(plain)
     for a, b in zip(fast, plain):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
@@ -343,8 +342,8 @@ def test_drop_path_skips_dropped_samples_with_droppath_result(branch_name):
 
     def branch(t):
         if branch_name == "attention":
-            return blk.attention_branch(t, False)
-        return blk.mlp(blk.norm2(t)), None
+            return blk.attention_branch(t)
+        return blk.mlp(blk.norm2(t))
 
     def run(fn):
         model.zero_grad()
@@ -354,14 +353,14 @@ def test_drop_path_skips_dropped_samples_with_droppath_result(branch_name):
         out.backward(torch.ones_like(out) + x0)
         return [out.detach(), x.grad] + [p.grad.clone() for p in blk.parameters() if p.grad is not None]
 
-    ref = run(lambda x: x + blk.drop_path(branch(x)[0]))  # DropPath draws after the branch
+    ref = run(lambda x: x + blk.drop_path(branch(x)))  # DropPath draws after the branch
     seen = []
 
     def counting(t):
         seen.append(t.shape[0])
         return branch(t)
 
-    ours = run(lambda x: drop_path_residual(x, counting, blk.drop_path)[0])
+    ours = run(lambda x: drop_path_residual(x, counting, blk.drop_path, blk.speed))
     assert seen == [len(kept)]  # the branch saw the kept samples only
     assert len(ref) == len(ours)
     for a, b in zip(ref, ours):

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from swinlab.models import registry
 from swinlab import create_model
-from swinlab.models.registry import ModelSpec
+from swinlab.models.registry import ModelSpec, PretrainedCfg
 from swinlab.models.swin import SwinTransformer
 from swinlab.models.vit import VisionTransformer
 from swinlab.weights.adapt import adapt_state_dict, load_map22kto1k
@@ -172,8 +172,15 @@ def test_hub_id_not_cached_offline_is_clear(hub_cache):
 def test_registry_keywords_official_and_hf(http_root, hub_cache, tmp_path, reference_io, monkeypatch):
     base, _ = http_root
     spec = ModelSpec("test_swin_ref", SwinTransformer, dict(REF_KW, num_classes=10), "reference model",
-                     pretrained_url=f"{base}/swin_ref_official.pth", hf_hub_id="swinlab-test/swin-ref-hf")
-    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+                     pretrained_cfg=PretrainedCfg(f"{base}/swin_ref_official.pth", "swinlab-test/swin-ref-hf"))
+    registry.register_model(spec)
+    try:
+        _check_registry_keywords(tmp_path, reference_io, monkeypatch)
+    finally:
+        registry.unregister_model(spec.name)
+
+
+def _check_registry_keywords(tmp_path, reference_io, monkeypatch):
     for keyword, layout in (("official", "official"), ("hf", "hf")):
         model = create_model("test_swin_ref").eval()
         report = load_pretrained(model, keyword, cache_dir=tmp_path / "cache")

@@ -19,6 +19,8 @@ _EXPORTS = {
     "get_model_spec": "swinlab.models.registry",
     "SwinTransformer": "swinlab.models.swin",
     "VisionTransformer": "swinlab.models.vit",
+    "SpeedOptions": "swinlab.models.fast",
+    "pretrained_cfg": "swinlab.models.registry",
     "save_pretrained": "swinlab.weights.pretrained",
     "from_pretrained": "swinlab.weights.pretrained",
     "load_pretrained": "swinlab.weights.loading",

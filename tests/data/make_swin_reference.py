@@ -27,7 +27,7 @@ CASES = {
     "swin_s3_ape": ("swin", dict(img_size=56, patch_size=4, embed_dim=12, depths=(2, 2), num_heads=(2, 2),
                                  window_size=(7, 4), ape=True, mlp_ratio=2.0, num_classes=5, drop_path_rate=0.0),
                     (56, 56), 1),
-    "swin_keras_like": ("swin", dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 0), num_heads=(4, 8),
+    "swin_keras_like": ("swin_keras", dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 0), num_heads=(4, 8),
                                      window_size=2, ape=True, patch_norm=False, merge_norm=False, final_norm=False,
                                      num_classes=6, drop_path_rate=0.0), (16, 16), 2),
     "swin_shrink": ("swin", dict(img_size=96, patch_size=4, embed_dim=8, depths=(2, 2), num_heads=(2, 2),
@@ -38,10 +38,13 @@ CASES = {
 
 
 def main() -> None:
+    from swinlab.models.keras_swin import KerasSwinTransformer
     from swinlab.models.swin import SwinTransformer
     from swinlab.models.vit import VisionTransformer
 
-    classes = {"swin": SwinTransformer, "vit": VisionTransformer}
+    # "swin_keras": the Keras options (merge_norm, final_norm) moved out of SwinTransformer
+    # (issue 20); at 056c22d, which wrote the data, SwinTransformer took them itself.
+    classes = {"swin": SwinTransformer, "swin_keras": KerasSwinTransformer, "vit": VisionTransformer}
     tensors: dict[str, torch.Tensor] = {}
     for name, (kind, kwargs, (h, w), batch) in CASES.items():
         torch.manual_seed(0)

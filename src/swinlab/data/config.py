@@ -170,6 +170,14 @@ class AugmentConfig:
         progressive-resizing phase)."""
         return dataclasses.replace(self, img_size=int(img_size))
 
+    def eval_preprocessing(self) -> dict[str, Any]:
+        """The evaluation preprocessing in the keys of a model's
+        ``pretrained_cfg`` preprocessing (``save_pretrained``, export
+        metadata): ``mean``, ``std``, ``input_size`` ``[H, W]``, ``crop_ratio``
+        (this config's ``eval_crop_ratio``), ``interpolation``."""
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": [self.img_size, self.img_size],
+                "crop_ratio": self.eval_crop_ratio, "interpolation": self.interpolation}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (tuples as lists) that :meth:`from_dict` reads back."""
         out: dict[str, Any] = {}

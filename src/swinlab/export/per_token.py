@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from ..errors import RunError
-from ..models.layers import Mlp
 
 __all__ = ["CALIBRATION_IMAGES", "calibration_choice", "gptq_int8", "linear_hessians", "nearest_int8", "quantize_per_token"]
 
@@ -53,23 +52,18 @@ def linear_hessians(model: nn.Module, images: torch.Tensor, batch_size: int = 32
     """``H = sum_x x^T x`` (float64, ``(K, K)``) of the input of every Linear layer
     of ``model`` (eval mode, CPU) over ``images`` ``(n, 3, H, W)``.
 
-    An :class:`~swinlab.models.layers.Mlp`'s fc1 and fc2 inputs are recomputed
-    from the Mlp's input (its inference speed path does not call them as modules).
+    Forward pre-hooks on every Linear collect the inputs (the MLP's blocked
+    inference path calls ``fc1`` / ``fc2`` once per block of tokens; the
+    sums are the same).
     """
     hessians: dict[nn.Linear, torch.Tensor] = {}
-    in_mlp = {lin for m in model.modules() if isinstance(m, Mlp) for lin in (m.fc1, m.fc2)}
 
     def add(linear: nn.Linear, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).double()
         hessians[linear] = hessians.get(linear, 0) + x.T @ x
 
-    def on_mlp(mlp: Mlp, inputs: tuple) -> None:
-        add(mlp.fc1, inputs[0])
-        add(mlp.fc2, mlp.act(mlp.fc1(inputs[0])))
-
-    hooks = [m.register_forward_pre_hook(on_mlp) for m in model.modules() if isinstance(m, Mlp)]
-    hooks += [m.register_forward_pre_hook(lambda mod, a: add(mod, a[0]))
-              for m in model.modules() if isinstance(m, nn.Linear) and m not in in_mlp]
+    hooks = [m.register_forward_pre_hook(lambda mod, a: add(mod, a[0]))
+             for m in model.modules() if isinstance(m, nn.Linear)]
     try:
         with torch.inference_mode():
             for i in range(0, len(images), batch_size):

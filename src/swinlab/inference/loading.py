@@ -22,11 +22,14 @@ from torch import nn
 from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD
 from ..data.config import AugmentConfig
 from ..data.eval_transform import EvalTransform
-from ..errors import CheckpointError, InputNotFoundError, UsageError
+from ..errors import CheckpointError, InputNotFoundError, InvalidInputError, UsageError
 from ..factory import create_model
 from ..io.rundir import RunDir
 from ..memory import tune_cpu_allocator
-from ..models.registry import build_model, get_model_spec, list_models
+from ..models.fast import SpeedOptions
+from ..models.registry import PretrainedCfg, build_model, get_model_spec, list_models, pretrained_cfg
+from ..weights.layouts import strip_key_prefix
+from ..weights.loading import LoadReport, load_state_dict_checked
 from ..weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 
 __all__ = [
@@ -36,7 +39,6 @@ __all__ = [
     "eval_transform_for",
 ]
 
-_STATE_PREFIXES = ("module.", "_orig_mod.")
 _PATH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
@@ -77,6 +79,18 @@ class ModelInfo:
         """Number of outputs (``len(class_names)``)."""
         return len(self.class_names)
 
+    @classmethod
+    def from_pretrained_cfg(cls, model_name: str, cfg: PretrainedCfg, **fields: Any) -> ModelInfo:
+        """The info of a model whose preprocessing is its :class:`PretrainedCfg`
+        (``pretrained_cfg(model)``): input side, mean, std, crop, interpolation,
+        class names (``class_i`` when the config has none); ``fields`` set the rest."""
+        n = int(cfg.num_classes or 0)
+        names = [str(c) for c in cfg.class_names] if cfg.class_names else _default_class_names(n)
+        size = cfg.input_size or (224, 224)
+        return cls(model_name=model_name, class_names=names, img_size=int(size[0]), mean=tuple(cfg.mean),
+                   std=tuple(cfg.std), crop_ratio=cfg.eval_crop_ratio(), interpolation=cfg.interpolation,
+                   **fields)
+
 
 def _model_img_size(model: nn.Module, default: int = 224) -> int:
     size = getattr(model, "img_size", default)
@@ -93,15 +107,9 @@ def _default_class_names(n: int) -> list[str]:
     return [f"class_{i}" for i in range(n)]
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in _STATE_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return state
-
-
 def load_training_checkpoint(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", ema: bool = False
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", ema: bool = False,
+    speed: SpeedOptions | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the model of a training checkpoint (see the module docstring).
 
@@ -109,6 +117,7 @@ def load_training_checkpoint(
         path: the ``.pt`` file. device: where to put the model.
         ema: load the EMA weights (``ckpt["ema"]["model"]``) instead of
             ``ckpt["model"]``.
+        speed: the model's :class:`~swinlab.models.fast.SpeedOptions` (default: the measured paths).
 
     Raises:
         FileNotFoundError: no such file.
@@ -120,7 +129,7 @@ def load_training_checkpoint(
     name = ckpt["model_name"]
     kwargs = dict(ckpt.get("model_kwargs") or {})
     try:
-        model = build_model(name, **kwargs)
+        model = build_model(name, speed=speed, **kwargs)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path}: cannot build model {name!r} with model_kwargs {kwargs}: {e}") from None
     state = ckpt["model"]
@@ -131,10 +140,12 @@ def load_training_checkpoint(
         state = ema_state["model"]
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path}: 'model' must be a state dict, got {type(state).__name__}")
+    report = LoadReport(source=str(path), path=str(path), layout="swinlab")
     try:
-        model.load_state_dict(_strip_prefixes(state), strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit model {name!r}: {e}") from None
+        load_state_dict_checked(model, {strip_key_prefix(k): v for k, v in state.items()}, strict=True,
+                                report=report)
+    except InvalidInputError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from None
 
     n = _num_outputs(model)
     class_names = ckpt.get("class_names") or ckpt.get("classes")
@@ -177,20 +188,21 @@ def _input_side(value: Any, fallback: int) -> int:
     return int(seq[-1]) if seq else fallback
 
 
-def _load_pretrained_folder(folder: Path, device: str | torch.device) -> tuple[nn.Module, ModelInfo]:
-    model = from_pretrained(folder)
+def _load_pretrained_folder(folder: Path, device: str | torch.device, speed: SpeedOptions | None
+                            ) -> tuple[nn.Module, ModelInfo]:
+    model = from_pretrained(folder, speed=speed)
     n = _num_outputs(model)
     names = getattr(model, "class_names", None)
     names = [str(c) for c in names] if names else _default_class_names(n)
-    pre = dict(getattr(model, "preprocessing", None) or {})
+    pre = model.preprocessing  # complete: from_pretrained fills it from the model's pretrained_cfg
     info = ModelInfo(
         model_name=str(getattr(model, "model_name", "")),
         class_names=names,
-        img_size=_input_side(pre.get("input_size"), _model_img_size(model)),
-        mean=tuple(float(v) for v in pre.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in pre.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-        crop_ratio=float(pre.get("crop_ratio", pre.get("crop_pct", 0.875))),
-        interpolation=str(pre.get("interpolation", "bicubic")),
+        img_size=_input_side(pre["input_size"], _model_img_size(model)),
+        mean=tuple(float(v) for v in pre["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in pre["std"]),  # type: ignore[arg-type]
+        crop_ratio=float(pre["crop_ratio"]),
+        interpolation=str(pre["interpolation"]),
         classes=[str(c) for c in getattr(model, "classes", None) or []] or None,
         source=str(folder),
         kind="pretrained",
@@ -205,6 +217,7 @@ def load_model(
     pretrained: str | None = None,
     num_classes: int | None = None,
     ema: bool = False,
+    speed: SpeedOptions | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
     """Load a model for inference, in eval mode on ``device``.
 
@@ -220,6 +233,11 @@ def load_model(
         pretrained: for a zoo name: weights for :func:`swinlab.create_model`.
         num_classes: for a zoo name: head size (default: the configuration's).
         ema: for training checkpoints: use the EMA weights.
+        speed: the model's :class:`~swinlab.models.fast.SpeedOptions`
+            (default: the measured speed paths).
+
+    A zoo name's preprocessing (input size, mean, std, crop, interpolation)
+    is its registry :class:`~swinlab.models.registry.PretrainedCfg`.
 
     On the CPU it applies :func:`swinlab.memory.tune_cpu_allocator` (once per
     process), as training does: inference of a large model allocates tens
@@ -241,29 +259,22 @@ def load_model(
     path = Path(src)
     if path.is_dir():
         if RunDir.is_run_dir(path):
-            model, info = load_training_checkpoint(RunDir(path).model_file(), device, ema)
+            model, info = load_training_checkpoint(RunDir(path).model_file(), device, ema, speed)
             info.source, info.kind = str(path), "run"
             return model, info
         if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
-            return _load_pretrained_folder(path, device)
+            return _load_pretrained_folder(path, device, speed)
         raise InputNotFoundError(
             f"{path} is neither a run folder ({RunDir.BEST} / {RunDir.LAST}) nor a save_pretrained folder "
             f"({CONFIG_NAME} + {WEIGHTS_NAME})"
         )
     if path.is_file():
         if path.name.endswith(".safetensors") and (path.parent / CONFIG_NAME).is_file():
-            return _load_pretrained_folder(path.parent, device)
-        return load_training_checkpoint(path, device, ema)
+            return _load_pretrained_folder(path.parent, device, speed)
+        return load_training_checkpoint(path, device, ema, speed)
     if src in list_models():
-        model = create_model(src, num_classes=num_classes, pretrained=pretrained)
-        n = _num_outputs(model)
-        info = ModelInfo(
-            model_name=src,
-            class_names=_default_class_names(n),
-            img_size=_model_img_size(model),
-            source=src,
-            kind="zoo",
-        )
+        model = create_model(src, num_classes=num_classes, pretrained=pretrained, speed=speed)
+        info = ModelInfo.from_pretrained_cfg(src, pretrained_cfg(model), source=src, kind="zoo")
         model.to(device).eval()
         return model, info
     if os.sep in src or "/" in src or src.endswith(_PATH_SUFFIXES):

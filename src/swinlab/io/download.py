@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from ..errors import DownloadError, InputNotFoundError, InvalidInputError, UsageError
+from .files import atomic_write
 
 __all__ = ["cache_dir", "file_digest", "download_file", "download_to_cache"]
 
@@ -120,20 +120,14 @@ def download_file(
     if dest.is_file():
         if all(_matches(dest, a, e) for a, e in checks):
             return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        hashers = [hashlib.new(a) for a, _ in checks]
-        with os.fdopen(fd, "wb") as out:
-            _fetch(url, out, timeout, progress, hashers)
-            out.flush()
-            os.fsync(out.fileno())
+    hashers = [hashlib.new(a) for a, _ in checks]
+
+    def fetch(out) -> None:  # a failed check raises here: atomic_write keeps nothing
+        _fetch(url, out, timeout, progress, hashers)
         for (algorithm, expected), h in zip(checks, hashers):
             _check(h.hexdigest(), expected, algorithm, url)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, fetch)  # temporary .<name>.*.tmp: swept by remove_stale_temporaries
     return dest
 
 

@@ -1,7 +1,8 @@
 """Crash-safe file writes: temporary file, fsync, rename.
 
 Every file swinlab writes for a user (checkpoints, configs, metrics, model
-folders, exports) goes through :func:`atomic_write`: the bytes go to a
+folders, exports, downloads) goes through :func:`atomic_write` (a new folder
+through :func:`atomic_dir`): the bytes go to a
 temporary file in the target's folder (``.<name>.<random>.tmp``), are
 flushed and fsync'ed, and the temporary file is renamed over the target
 (``os.replace``, atomic on POSIX), then the folder is fsync'ed. A crash at
@@ -19,7 +20,8 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +32,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "atomic_dir",
     "fsync_dir",
     "remove_stale_temporaries",
     "ensure_dir",
@@ -160,10 +163,37 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextmanager
+def atomic_dir(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a NEW folder crash-safely: the ``with`` block fills a temporary
+    sibling (``.<name>.<random>.tmp``), which is renamed to ``directory``
+    when the block ends without error (then the parent is fsync'ed) and
+    removed otherwise.
+
+    Yields:
+        the temporary folder.
+
+    Raises:
+        FileExistsError / OSError: ``directory`` appeared meanwhile (the
+            rename fails; the temporary folder is removed).
+    """
+    directory = Path(directory)
+    ensure_dir(directory.parent, "folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=TMP_SUFFIX, dir=directory.parent))
+    try:
+        yield tmp
+        os.rename(tmp, directory)
+        fsync_dir(directory.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporaries that interrupted writes left in ``folder``
-    (every ``*.tmp`` file: :func:`atomic_write`'s ``.<name>.*.tmp`` and older
-    ``<name>.tmp`` ones; not recursive).
+    (every ``*.tmp`` entry: :func:`atomic_write`'s ``.<name>.*.tmp`` files,
+    downloads included, older ``<name>.tmp`` ones and :func:`atomic_dir`'s
+    folders; not recursive).
 
     Call it only while holding the folder's lock: a temporary of a running
     writer would be removed too.
@@ -178,5 +208,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for p in folder.iterdir():
         if p.name.endswith(TMP_SUFFIX) and p.is_file():
             p.unlink(missing_ok=True)
+            removed.append(p)
+        elif p.name.endswith(TMP_SUFFIX) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -1,15 +1,22 @@
-"""Models: pure PyTorch modules -- Swin V1 / Swin-S3 (:mod:`.swin`), ViT
-(:mod:`.vit`), shared layers (:mod:`.layers`) -- and the data-only registry
+"""Models: pure PyTorch modules -- Swin V1 / Swin-S3 (:mod:`.swin`), reference
+000's Keras variant (:mod:`.keras_swin`), ViT (:mod:`.vit`), the plain shared
+layers (:mod:`.layers`), the speed paths and their per-model options
+(:mod:`.fast`, :class:`SpeedOptions`) -- and the data-only registry
 (:mod:`.registry`, entries in :mod:`.zoo`). Building with pretrained weights
 is :func:`swinlab.create_model` (``swinlab.factory``)."""
 
 from . import zoo  # noqa: F401  (registers the configurations)
+from .fast import SpeedOptions
+from .keras_swin import KerasSwinTransformer
+from .layers import record_attention
 from .registry import (
     ModelSpec,
+    PretrainedCfg,
     build_model,
     default_preprocessing,
     get_model_spec,
     list_models,
+    pretrained_cfg,
     register_model,
     suggest_models,
 )
@@ -17,13 +24,18 @@ from .swin import SwinTransformer
 from .vit import VisionTransformer
 
 __all__ = [
+    "KerasSwinTransformer",
     "ModelSpec",
+    "PretrainedCfg",
+    "SpeedOptions",
     "SwinTransformer",
     "VisionTransformer",
     "build_model",
     "default_preprocessing",
     "get_model_spec",
     "list_models",
+    "pretrained_cfg",
+    "record_attention",
     "register_model",
     "suggest_models",
 ]

@@ -1,9 +1,13 @@
 """Model registry: named configurations as data, and :func:`build_model`.
 
 A :class:`ModelSpec` says which class to build with which arguments, and
-what its released weights need: the release URL, the Hugging Face Hub id and
-the preprocessing the weights were trained with (mean, std, crop ratio,
-interpolation) -- the one place for these constants. Loading weights is not
+its :class:`PretrainedCfg` (timm's ``pretrained_cfg``) what its released
+weights need: the release URL, the Hugging Face Hub id, the input size,
+the number of classes and their names, and the preprocessing the weights
+were trained with (mean, std, crop ratio, interpolation) -- the one place
+for these constants. :func:`pretrained_cfg` resolves it for a built model;
+``create_model``, inference's ``ModelInfo``, export metadata, serving and
+``save_pretrained`` all read it from there. Loading weights is not
 done here: :func:`swinlab.create_model` (``swinlab.factory``) builds with
 :func:`build_model` and loads with :mod:`swinlab.weights`.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,8 +32,11 @@ from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN
 from ..errors import UnknownModelError, UsageError
 
 __all__ = [
+    "PretrainedCfg",
     "ModelSpec",
+    "pretrained_cfg",
     "register_model",
+    "unregister_model",
     "build_model",
     "list_models",
     "get_model_spec",
@@ -39,6 +47,50 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class PretrainedCfg:
+    """What a model's released weights need (timm's ``pretrained_cfg``).
+
+    Attributes:
+        url: official release file (``pretrained="official"``).
+        hf_hub_id: Hugging Face Hub id (``pretrained="hf"``).
+        input_size: ``(H, W)`` [pixels] the weights were trained at (the
+            registry fills it from the entry's ``img_size``; a resolved
+            config has the built model's).
+        num_classes: outputs of the head (filled from the entry / the model).
+        class_names: one name per output, or None (``class_0``, ...).
+        mean, std: RGB normalisation of [0, 1] pixels the weights expect.
+        crop_ratio: evaluation resize-then-centre-crop ratio; None: the
+            official rule (0.875 below 384 px, 1.0 from 384 px on;
+            microsoft/Swin-Transformer ``data/build.py``).
+        interpolation: evaluation resize mode.
+    """
+
+    url: str | None = None
+    hf_hub_id: str | None = None
+    input_size: tuple[int, int] | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_ratio: float | None = None
+    interpolation: str = DEFAULT_INTERPOLATION
+
+    def eval_crop_ratio(self) -> float:
+        """``crop_ratio``, or the official rule for ``input_size`` when None."""
+        if self.crop_ratio is not None:
+            return float(self.crop_ratio)
+        return 1.0 if self.input_size is not None and min(self.input_size) >= 384 else DEFAULT_CROP_RATIO
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The evaluation preprocessing dict of ``save_pretrained`` / export
+        metadata: ``mean``, ``std``, ``input_size`` ``[H, W]``, ``crop_ratio``
+        (resolved), ``interpolation``."""
+        size = self.input_size or (224, 224)
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": [int(size[0]), int(size[1])],
+                "crop_ratio": self.eval_crop_ratio(), "interpolation": self.interpolation}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A named configuration: the class to build, its keyword arguments and
     the pretrained configuration of its released weights.
@@ -46,12 +98,7 @@ class ModelSpec:
     Attributes:
         name: registry name. builder: the model class (or any callable).
         kwargs: constructor arguments. description: one line for listings.
-        pretrained_url: official release file (``pretrained="official"``).
-        hf_hub_id: Hugging Face Hub id (``pretrained="hf"``).
-        mean, std: RGB normalisation of [0, 1] pixels the weights expect.
-        crop_ratio: evaluation resize-then-centre-crop ratio; None: the
-            official rule (0.875 below 384 px, 1.0 from 384 px on).
-        interpolation: evaluation resize mode.
+        pretrained_cfg: what the released weights need (:class:`PretrainedCfg`).
         num_params: parameters at the default arguments (None: not recorded).
     """
 
@@ -59,12 +106,7 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    pretrained_url: str | None = None
-    hf_hub_id: str | None = None
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop_ratio: float | None = None
-    interpolation: str = DEFAULT_INTERPOLATION
+    pretrained_cfg: PretrainedCfg = field(default_factory=PretrainedCfg)
     num_params: int | None = None
 
 
@@ -79,8 +121,33 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     """
     if spec.name in _REGISTRY:
         raise ValueError(f"model name {spec.name!r} is already registered")
+    spec = dataclasses.replace(spec, pretrained_cfg=_with_model(spec.pretrained_cfg, spec.kwargs.get("img_size"),
+                                                                spec.kwargs.get("num_classes")))
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister_model(name: str) -> ModelSpec:
+    """Remove ``name`` from the registry (a test's or plug-in's own entry).
+
+    Returns:
+        the removed spec.
+
+    Raises:
+        UnknownModelError: not registered.
+    """
+    spec = get_model_spec(name)
+    del _REGISTRY[name]
+    return spec
+
+
+def _with_model(cfg: PretrainedCfg, img_size: Any, num_classes: Any) -> PretrainedCfg:
+    """``cfg`` with ``input_size`` / ``num_classes`` filled from a model's arguments where it has none."""
+    size = cfg.input_size
+    if img_size is not None:
+        size = (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+    return dataclasses.replace(cfg, input_size=size,
+                               num_classes=int(num_classes) if num_classes is not None else cfg.num_classes)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -150,6 +217,7 @@ def build_model(
     num_classes: int | None = None,
     img_size: int | tuple[int, int] | None = None,
     drop_path_rate: float | None = None,
+    speed: Any = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model with fresh weights.
@@ -160,12 +228,15 @@ def build_model(
             features ``(B, C)``); default: the configuration's.
         img_size: default input size [pixels]; default: the configuration's.
         drop_path_rate: stochastic depth rate; default: the configuration's.
+        speed: the model's :class:`~swinlab.models.fast.SpeedOptions`
+            (default: the measured speed paths; not recorded in
+            ``model_kwargs``: it changes how the model computes, not what).
         **overrides: any other constructor argument of the model class
             (``window_size``, ``embed_dim``, ``init``, ...).
 
     Returns:
         the model, in training mode, with ``model_name`` and ``model_kwargs``
-        (the full constructor arguments) recorded on it.
+        (the full constructor arguments but ``speed``) recorded on it.
 
     Raises:
         UnknownModelError: unknown name. UsageError: an override the class
@@ -178,7 +249,7 @@ def build_model(
     check_overrides(name, overrides)
     kwargs = {**spec.kwargs, **overrides}
     try:
-        model = spec.builder(**kwargs)
+        model = spec.builder(**kwargs, **({"speed": speed} if speed is not None else {}))
     except (ValueError, TypeError) as err:
         changed = {k: kwargs[k] for k in overrides}
         raise UsageError(f"cannot build model {name!r} with {changed}: {err}") from None
@@ -187,26 +258,30 @@ def build_model(
     return model
 
 
+def pretrained_cfg(model: nn.Module | str) -> PretrainedCfg:
+    """The :class:`PretrainedCfg` of a registry name, or of a built model
+    resolved for it: its registry entry's, with ``input_size`` the
+    ``img_size`` the model was built with and ``num_classes`` its head's. A
+    model outside the registry gets the ImageNet defaults.
+
+    Raises:
+        UnknownModelError: an unknown name (a model is never refused).
+    """
+    if isinstance(model, str):
+        return get_model_spec(model).pretrained_cfg
+    spec = _REGISTRY.get(getattr(model, "model_name", None) or "")
+    cfg = spec.pretrained_cfg if spec is not None else PretrainedCfg()
+    size = (getattr(model, "model_kwargs", None) or {}).get("img_size") or getattr(model, "img_size", None)
+    return _with_model(cfg, size or cfg.input_size or 224, getattr(model, "num_classes", None))
+
+
 def default_preprocessing(model: nn.Module) -> dict[str, Any]:
-    """Evaluation preprocessing of ``model`` from its registry entry.
+    """Evaluation preprocessing of ``model``: ``pretrained_cfg(model).preprocessing()``.
 
     Keys: ``mean``, ``std`` (RGB, inputs in [0, 1]); ``input_size`` ``[H, W]``
     in pixels: the ``img_size`` the model was built with; ``crop_ratio``:
     the entry's, else 0.875 below 384 px and 1.0 from 384 px on (resize the
     short side to ``size / crop_ratio``, centre crop ``size``);
-    ``interpolation`` (microsoft/Swin-Transformer ``data/build.py``,
-    ``build_transform``). A model outside the registry gets the ImageNet
-    defaults.
+    ``interpolation``.
     """
-    spec = _REGISTRY.get(getattr(model, "model_name", None) or "")
-    size = (getattr(model, "model_kwargs", None) or {}).get("img_size") or getattr(model, "img_size", 224)
-    hw = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
-    crop = spec.crop_ratio if spec is not None and spec.crop_ratio is not None else (
-        1.0 if min(hw) >= 384 else DEFAULT_CROP_RATIO)
-    return {
-        "mean": list(spec.mean if spec else IMAGENET_MEAN),
-        "std": list(spec.std if spec else IMAGENET_STD),
-        "input_size": hw,
-        "crop_ratio": crop,
-        "interpolation": spec.interpolation if spec else DEFAULT_INTERPOLATION,
-    }
+    return pretrained_cfg(model).preprocessing()

@@ -28,14 +28,23 @@ at the sizes the official code accepts:
   at construction for ``img_size`` *and* again at run time for the actual
   size; a smaller run-time window uses the matching sub-block of the
   ``relative_position_bias_table``, so ``forward`` never changes the module.
-* attention runs through ``torch.nn.functional.scaled_dot_product_attention``
-  when no gradient must reach the mask (:func:`window_attention`), and the
-  shift mask holds :data:`~.windows.MASK_FILL` (-1e4) instead of -100
+* the shift mask holds :data:`~.windows.MASK_FILL` (-1e4) instead of -100
   (denormal-free softmax weights).
 
-Options for reference 000 (the Keras example): ``init="keras"``,
-``branch_drop_rate`` (its element-wise dropout on each residual branch),
-``mlp_repeat=2`` (it applies its block MLP twice) and ``pos_drop_rate``.
+Speed paths: every module reads as the plain formulation (explicit
+``softmax(q k^T / sqrt(d) + B) v``, ``torch.roll`` + window partition,
+``x + DropPath(branch(x))``, ``nn.Dropout``, the plain MLP); the model's
+``speed`` (a :class:`~.fast.SpeedOptions`, chosen when it is built; default:
+every measured path on) replaces some of them by the paths of :mod:`.fast`,
+where each says what it replaces and which benchmark justifies it.
+
+Attention probabilities: blocks and stages return tensors only; the
+probabilities come out through :func:`~.layers.record_attention` (used by
+:meth:`SwinTransformer.forward_attention`), so a plain forward keeps nothing.
+
+Injection points as in timm / torchvision: ``norm_layer``, ``act_layer``,
+``block_layer`` and ``downsample_layer``; reference 000's Keras variant is
+:mod:`.keras_swin`, and a second block type (Swin V2) fits the same way.
 
 Tensor layout: images are NCHW ``(B, 3, H, W)``; inside the network tokens are
 kept as ``(B, H, W, C)`` (channels last, as timm does); every public output
@@ -45,14 +54,15 @@ map is NCHW ``(B, C, H, W)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Dropout, DropPath, Mlp, drop_path_residual, init_weights, softmax_last_dim, to_2tuple
+from . import fast
+from .fast import SpeedOptions, make_dropout, make_mlp, resolve_speed, window_order
+from .layers import AttentionModule, DropPath, init_weights, record_attention, to_2tuple
 from .windows import (
     MASK_FILL,
     expand_window_mask,
@@ -60,20 +70,19 @@ from .windows import (
     relative_position_index,
     shift_and_partition,
     shift_attention_mask,
-    window_order,
     window_partition,
     window_reverse,
 )
 
 __all__ = [
-    "USE_SDPA",
+    "SpeedOptions",
     "SwinTransformer",
     "SwinTransformerBlock",
     "WindowAttention",
     "PatchEmbed",
     "PatchMerging",
     "BasicLayer",
-    "window_attention",
+    "record_attention",
     # window geometry, re-exported from .windows
     "MASK_FILL",
     "expand_window_mask",
@@ -84,13 +93,9 @@ __all__ = [
     "window_reverse",
 ]
 
-#: use PyTorch's fused ``scaled_dot_product_attention`` when no gradient must reach the mask.
-USE_SDPA = True
-
-
 class PatchEmbed(nn.Module):
     """Image to patch tokens: a conv with kernel = stride = ``patch_size``,
-    optionally followed by LayerNorm (official ``PatchEmbed``).
+    optionally followed by ``norm_layer`` (official ``PatchEmbed``).
 
     Input ``(B, in_chans, H, W)``; output ``(B, ceil(H/p), ceil(W/p), embed_dim)``.
     H and W are zero-padded on the bottom/right to a multiple of p when
@@ -108,13 +113,14 @@ class PatchEmbed(nn.Module):
         embed_dim: int = 96,
         patch_norm: bool = True,
         pad: bool = True,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
     ) -> None:
         super().__init__()
         self.patch_size = to_2tuple(patch_size)
         self.in_chans = in_chans
         self.pad = pad
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.norm = nn.LayerNorm(embed_dim) if patch_norm else None
+        self.norm = norm_layer(embed_dim) if patch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -137,43 +143,7 @@ class PatchEmbed(nn.Module):
         return x
 
 
-def window_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, num_windows: int, scale: float,
-    attn_drop: nn.Module, return_attn: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``softmax(q k^T * scale + mask) v`` for every window (paper Eq. 4).
-
-    Args:
-        q, k, v: ``(B*nW, h, N, d)``, the windows of each image consecutive.
-        mask: additive mask (relative position bias plus shift mask),
-            ``(nW, h, N, N)`` or ``(1, h, N, N)``; broadcast over the batch.
-        num_windows: nW, windows per image. scale: ``d ** -0.5``. attn_drop: dropout on the probabilities.
-        return_attn: also return the probabilities.
-
-    Returns:
-        ``(out (B*nW, h, N, d), probs (B, nW, h, N, N) or None)``.
-
-    Two formulations with the same result (to float rounding): the explicit
-    one (matmuls and softmax) when the probabilities are wanted, when a
-    gradient must flow into the mask (training the bias table: PyTorch's
-    fused CPU kernels give no mask gradient) or when attention dropout is
-    active; else the fused ``scaled_dot_product_attention`` (``USE_SDPA``),
-    on 4-D tensors so that its fused CPU kernel runs.
-    """
-    B_, h, N, d = q.shape
-    nW = num_windows
-    dropping = attn_drop.training and getattr(attn_drop, "p", 0.0) > 0.0
-    needs_mask_grad = mask.requires_grad and torch.is_grad_enabled()
-    if USE_SDPA and not (return_attn or needs_mask_grad or dropping):
-        full = mask if mask.shape[0] == 1 else expand_window_mask(mask, B_ // nW)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=full.to(q.dtype)), None
-    attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)  # (B, nW, h, N, N)
-    attn = softmax_last_dim(attn.mul_(scale).add_(mask))
-    out = attn_drop(attn) @ v.view(-1, nW, h, N, d)
-    return out.view(B_, h, N, d), (attn if return_attn else None)
-
-
-class WindowAttention(nn.Module):
+class WindowAttention(AttentionModule):
     """Window based multi-head self attention with relative position bias
     (paper Sec. 3.2, Eq. 4: ``softmax(QK^T / sqrt(d) + B) V``).
 
@@ -182,17 +152,21 @@ class WindowAttention(nn.Module):
             table has ``(2M-1)^2`` rows). num_heads: heads h (C % h == 0).
         qkv_bias: biases in the qkv projection. attn_drop, proj_drop: dropout
             on the probabilities and on the output projection.
+        speed: the model's :class:`~.fast.SpeedOptions` (fused attention,
+            short-row softmax, dropout).
 
-    ``forward(windows, num_windows, shift_mask, return_attn)``: ``windows``
-    ``(B*nW, N, C)`` with N = m*m for a run-time window m <= M ->
-    ``((B*nW, N, C), probs)``.
+    ``forward(windows, num_windows, shift_mask)``: ``windows`` ``(B*nW, N, C)``
+    with N = m*m for a run-time window m <= M -> ``(B*nW, N, C)``. Inside
+    :func:`~.layers.record_attention` the probabilities ``(B, nW, h, N, N)``
+    are recorded.
     """
 
     def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, speed: SpeedOptions | None = None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.speed = resolve_speed(speed)
         self.dim = dim
         self.window_size = int(window_size)
         self.num_heads = num_heads
@@ -202,9 +176,9 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone(),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = Dropout(attn_drop)
+        self.attn_drop = make_dropout(attn_drop, self.speed)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = Dropout(proj_drop)
+        self.proj_drop = make_dropout(proj_drop, self.speed)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def relative_position_bias(self, window_size: int | None = None) -> torch.Tensor:
@@ -217,15 +191,14 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[index.reshape(-1)].view(m * m, m * m, -1)
         return bias.permute(2, 0, 1).contiguous()
 
-    def forward(self, windows: torch.Tensor, num_windows: int, shift_mask: torch.Tensor | None = None,
-                return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, windows: torch.Tensor, num_windows: int, shift_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Attention inside each window.
 
         Args:
             windows: ``(B*nW, N, C)``, the windows of each image consecutive.
             num_windows: nW, windows per image.
             shift_mask: SW-MSA mask ``(nW, N, N)``, or None for W-MSA.
-            return_attn: also return the probabilities ``(B, nW, h, N, N)``.
         """
         B_, N, C = windows.shape
         qkv = self.qkv(windows).view(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -233,9 +206,44 @@ class WindowAttention(nn.Module):
         mask = self.relative_position_bias(math.isqrt(N)).to(q.dtype).unsqueeze(0)  # (1, h, N, N)
         if shift_mask is not None:
             mask = mask + shift_mask.unsqueeze(1)  # (nW, h, N, N)
-        out, attn = window_attention(q, k, v, mask, num_windows, self.scale, self.attn_drop, return_attn)
+        if self._fused(mask):
+            out = fast.fused_window_attention(q, k, v, mask, num_windows)
+        else:
+            out = self.window_attention(q, k, v, mask, num_windows)
         out = out.transpose(1, 2).reshape(B_, N, C)
-        return self.proj_drop(self.proj(out)), attn
+        return self.proj_drop(self.proj(out))
+
+    def window_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                         num_windows: int) -> torch.Tensor:
+        """``softmax(q k^T * scale + mask) v`` for every window (paper Eq. 4).
+
+        Args:
+            q, k, v: ``(B*nW, h, N, d)``, the windows of each image consecutive.
+            mask: additive mask (relative position bias plus shift mask),
+                ``(nW, h, N, N)`` or ``(1, h, N, N)``; broadcast over the batch.
+            num_windows: nW, windows per image.
+
+        Returns:
+            ``(B*nW, h, N, d)``; the probabilities ``(B, nW, h, N, N)`` are recorded.
+        """
+        B_, h, N, d = q.shape
+        nW = num_windows
+        attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)  # (B, nW, h, N, N)
+        attn = attn.mul_(self.scale).add_(mask)
+        if self.speed.short_row_softmax:
+            attn = fast.softmax_last_dim(attn, self.speed.float_lanes)
+        else:
+            attn = attn.softmax(dim=-1)
+        self.record(attn)
+        return (self.attn_drop(attn) @ v.view(-1, nW, h, N, d)).view(B_, h, N, d)
+
+    def _fused(self, mask: torch.Tensor) -> bool:
+        """Whether the fused kernel may run: asked for, no probabilities
+        recorded, no gradient into the mask (PyTorch's fused CPU kernels give
+        none: training the bias table), no active attention dropout."""
+        dropping = self.attn_drop.training and self.attn_drop.p > 0.0
+        needs_mask_grad = mask.requires_grad and torch.is_grad_enabled()
+        return self.speed.fused_attn and not (self.recording or needs_mask_grad or dropping)
 
 
 class SwinTransformerBlock(nn.Module):
@@ -244,28 +252,33 @@ class SwinTransformerBlock(nn.Module):
 
     ``window_size``/``shift_size`` are those chosen at construction; the run
     time rule (:meth:`window_and_shift`) may shrink the window for a small map.
-    ``branch_drop`` (element-wise dropout on each branch output) and
-    ``mlp_repeat`` exist for reference 000's Keras block.
+    ``norm_layer`` / ``act_layer``: the norms' and the MLP activation's
+    classes (timm, torchvision). ``speed``: the model's
+    :class:`~.fast.SpeedOptions`.
 
     Input and output ``(B, H, W, C)``.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 branch_drop: float = 0.0, mlp_repeat: int = 1) -> None:
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, act_layer: Callable[[], nn.Module] = nn.GELU,
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__()
         if not 0 <= shift_size < max(window_size, 1):
             raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}")
+        self.speed = speed = resolve_speed(speed)
         self.dim = dim
         self.window_size = int(window_size)
         self.shift_size = int(shift_size)
-        self.mlp_repeat = int(mlp_repeat)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias, attn_drop, drop)
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias, attn_drop, drop, speed)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.branch_drop = Dropout(branch_drop)
+        self.norm2 = norm_layer(dim)
+        self.mlp = make_mlp(dim, int(dim * mlp_ratio), act_layer, drop, speed)
+        if speed.one_gather_shift:
+            self.partition, self.merge = fast.shift_and_partition, fast.merge_and_unshift
+        else:
+            self.partition, self.merge = shift_and_partition, merge_and_unshift
 
     def window_and_shift(self, H: int, W: int) -> tuple[int, int]:
         """Window and shift used for an ``H x W`` map (official rule: if
@@ -274,16 +287,22 @@ class SwinTransformerBlock(nn.Module):
             return min(H, W), 0
         return self.window_size, self.shift_size
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(B, H, W, C) -> ((B, H, W, C), probs)``; ``probs`` is
-        ``(B, nW, heads, N, N)`` when ``return_attn`` else None."""
-        attention = partial(self.attention_branch, return_attn=return_attn)
-        x, attn = drop_path_residual(x, attention, self.drop_path, skip_dropped=not return_attn)  # z^ = W-MSA(LN(z)) + z
-        x, _ = drop_path_residual(x, self.mlp_branch, self.drop_path)  # z = MLP(LN(z^)) + z^
-        return x, attn
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C) -> (B, H, W, C)``."""
+        x = self.residual(x, self.attention_branch, skip_dropped=not self.attn.recording)  # z^ = W-MSA(LN(z)) + z
+        x = self.residual(x, self.mlp_branch)  # z = MLP(LN(z^)) + z^
+        return x
 
-    def attention_branch(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(S)W-MSA of ``LN(x)``: ``(B, H, W, C) -> ((B, H, W, C), probs or None)``."""
+    def residual(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
+                 skip_dropped: bool = True) -> torch.Tensor:
+        """``x + DropPath(branch(x))``; with the residual speed paths on,
+        :func:`~.fast.drop_path_residual` (same result)."""
+        if self.speed.skip_dropped_samples or self.speed.in_place_residual:
+            return fast.drop_path_residual(x, branch, self.drop_path, self.speed, skip_dropped)
+        return x + self.drop_path(branch(x))
+
+    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """(S)W-MSA of ``LN(x)``: ``(B, H, W, C) -> (B, H, W, C)``."""
         B, H, W, C = x.shape
         window, shift = self.window_and_shift(H, W)
         x = self.norm1(x)
@@ -291,34 +310,32 @@ class SwinTransformerBlock(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # bottom/right to a multiple of the window
         Hp, Wp = H + pad_h, W + pad_w
-        windows = shift_and_partition(x, window, shift)  # (B*nW, N, C)
+        windows = self.partition(x, window, shift)  # cyclic shift + window partition: (B*nW, N, C)
         mask = shift_attention_mask(Hp, Wp, window, shift, x.device, fill=MASK_FILL) if shift else None
-        windows, attn = self.attn(windows, (Hp // window) * (Wp // window), mask, return_attn)
-        x = merge_and_unshift(windows, window, shift, Hp, Wp)[:, :H, :W]  # (B, H, W, C)
-        return self.branch_drop(x), attn
+        windows = self.attn(windows, (Hp // window) * (Wp // window), mask)
+        return self.merge(windows, window, shift, Hp, Wp)[:, :H, :W]  # window merge + reverse shift, crop
 
-    def mlp_branch(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """MLP of ``LN(x)`` (applied ``mlp_repeat`` times): ``(B, H, W, C) -> ((B, H, W, C), None)``."""
-        x = self.norm2(x)
-        for _ in range(self.mlp_repeat):
-            x = self.mlp(x)
-        return self.branch_drop(x), None
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """MLP of ``LN(x)``: ``(B, H, W, C) -> (B, H, W, C)``."""
+        return self.mlp(self.norm2(x))
 
 
 class PatchMerging(nn.Module):
     """Patch merging (paper Sec. 3.1): concatenate each 2x2 group of
     neighbours (official order x[0::2,0::2], x[1::2,0::2], x[0::2,1::2],
-    x[1::2,1::2]), LayerNorm(4C) and Linear(4C -> out_dim, no bias).
+    x[1::2,1::2]), ``norm_layer(4C)`` (None: no norm) and Linear(4C ->
+    out_dim, no bias).
 
     ``(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), out_dim)``; odd sizes are
     zero-padded (bottom/right) first.
     """
 
-    def __init__(self, dim: int, out_dim: int | None = None, norm: bool = True) -> None:
+    def __init__(self, dim: int, out_dim: int | None = None,
+                 norm_layer: Callable[[int], nn.Module] | None = nn.LayerNorm) -> None:
         super().__init__()
         self.dim = dim
         self.out_dim = out_dim or 2 * dim
-        self.norm = nn.LayerNorm(4 * dim) if norm else None
+        self.norm = norm_layer(4 * dim) if norm_layer is not None else None
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -333,41 +350,51 @@ class PatchMerging(nn.Module):
 
 
 class BasicLayer(nn.Module):
-    """One Swin stage: ``depth`` blocks alternating W-MSA and SW-MSA, then an
-    optional patch merging (official ``BasicLayer``; the downsample sits at the
-    END of the stage, as in the official checkpoints).
+    """One Swin stage: ``depth`` blocks alternating W-MSA and SW-MSA (an
+    ``nn.Sequential`` named ``blocks``), then an optional patch merging
+    (official ``BasicLayer``; the downsample sits at the END of the stage, as
+    in the official checkpoints).
 
-    ``forward(x)``: ``(B, H, W, C)`` -> ``(stage_out (B, H, W, C), next_in,
-    attentions)`` where ``next_in`` is the merged map (or ``stage_out``).
+    Args:
+        dim, depth, num_heads, window_size: the stage's. shift: shift every
+            second block by ``window_size // 2``.
+        drop_path: one stochastic depth rate per block.
+        downsample: the merging layer's class (called ``downsample(dim,
+            norm_layer=norm_layer)``), or None.
+        block_layer: the block's class (:class:`SwinTransformerBlock` or a
+            variant with its signature).
+        the rest: passed to every block.
+
+    ``forward(x)``: ``(B, H, W, C) -> (B, H', W', C')``, the merged map
+    (``x`` after the blocks when there is no downsample). A tensor in, a
+    tensor out: stages compose with ``nn.Sequential`` and
+    ``torch.utils.checkpoint``.
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, shift: bool, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: Sequence[float] = (),
-                 downsample: bool = False, merge_norm: bool = True, branch_drop: float = 0.0,
-                 mlp_repeat: int = 1) -> None:
+                 downsample: Callable[..., nn.Module] | None = None,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, act_layer: Callable[[], nn.Module] = nn.GELU,
+                 block_layer: Callable[..., nn.Module] | None = None, speed: SpeedOptions | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.depth = depth
-        self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
+        block_layer = block_layer or SwinTransformerBlock
+        self.blocks = nn.Sequential(*(
+            block_layer(
                 dim, num_heads, window_size=window_size,
                 shift_size=(window_size // 2) if (shift and i % 2 == 1) else 0,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
-                drop_path=drop_path[i] if len(drop_path) else 0.0, branch_drop=branch_drop, mlp_repeat=mlp_repeat,
+                drop_path=drop_path[i] if len(drop_path) else 0.0, norm_layer=norm_layer, act_layer=act_layer,
+                speed=speed,
             )
             for i in range(depth)
-        )
-        self.downsample = PatchMerging(dim, norm=merge_norm) if downsample else None
+        ))
+        self.downsample = downsample(dim, norm_layer=norm_layer) if downsample is not None else None
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        attns: list[torch.Tensor] = []
-        for blk in self.blocks:
-            x, a = blk(x, return_attn)
-            if a is not None:
-                attns.append(a)
-        nxt = self.downsample(x) if self.downsample is not None else x
-        return x, nxt, attns
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(x)
+        return self.downsample(x) if self.downsample is not None else x
 
 
 def _per_stage(value, num_stages: int, name: str) -> tuple[int, ...]:
@@ -397,21 +424,22 @@ class SwinTransformer(nn.Module):
             rising linearly from 0 to this over all blocks.
         ape: learnable absolute position embedding ``(1, Ph*Pw, C)``,
             bicubic-resized at run time for another grid.
-        patch_norm: LayerNorm after the patch embedding.
-        merge_norm: LayerNorm inside patch merging. final_norm: LayerNorm
-            before pooling (both on in the official models; off in reference
-            000's compact Keras model).
+        patch_norm: a norm after the patch embedding.
         pad_input: pad inputs whose size is not a multiple of the patch size
             (else a ValueError).
-        init: ``"official"`` (truncated normal std 0.02) or ``"keras"``
-            (Glorot-uniform kernels, zero biases, uniform(-0.05, 0.05)
-            position embedding, zero relative position bias tables:
-            reference 000), see :func:`.layers.init_weights`.
-        branch_drop_rate: element-wise dropout on each residual branch
-            output (the Keras example's ``drop_path`` layer); 0: none.
-        mlp_repeat: times each block applies its MLP (the Keras example: 2).
-        pos_drop_rate: dropout after the patch embedding (None: ``drop_rate``,
-            as the official code).
+        init: weight initialisation (timm's ``weight_init``): ``"official"``
+            (truncated normal std 0.02) or ``"keras"`` (Glorot-uniform
+            kernels, zero biases, uniform(-0.05, 0.05) position embedding,
+            zero relative position bias tables; the main job's recipe uses it
+            too), see :func:`.layers.init_weights`.
+        norm_layer, act_layer: the norms' and the MLP activation's classes
+            (``nn.LayerNorm``, ``nn.GELU``; timm / torchvision injection).
+        block_layer, downsample_layer: the block and patch-merging classes
+            (torchvision's ``block`` / ``downsample_layer``): a second block
+            type plugs in here.
+        speed: the :class:`~.fast.SpeedOptions` of this model (default: every
+            measured speed path on, ``float_lanes`` from this CPU's ISA);
+            ``SpeedOptions.plain()`` gives the reference formulation.
 
     ``forward(x)``: ``(B, in_chans, H, W)`` -> ``(B, num_classes)`` (or
     ``(B, C_last)`` when ``num_classes == 0``).
@@ -438,13 +466,13 @@ class SwinTransformer(nn.Module):
         drop_path_rate: float = 0.1,
         ape: bool = False,
         patch_norm: bool = True,
-        merge_norm: bool = True,
-        final_norm: bool = True,
         pad_input: bool = True,
         init: str = "official",
-        branch_drop_rate: float = 0.0,
-        mlp_repeat: int = 1,
-        pos_drop_rate: float | None = None,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        block_layer: Callable[..., nn.Module] = SwinTransformerBlock,
+        downsample_layer: Callable[..., nn.Module] = PatchMerging,
+        speed: SpeedOptions | None = None,
     ) -> None:
         super().__init__()
         depths = tuple(int(d) for d in depths)
@@ -452,6 +480,7 @@ class SwinTransformer(nn.Module):
             raise ValueError("depths must name at least one stage")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.speed = speed = resolve_speed(speed)
         self.img_size = to_2tuple(img_size)
         self.patch_size = patch_size
         self.in_chans = in_chans
@@ -464,7 +493,8 @@ class SwinTransformer(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.ape = ape
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm, pad=pad_input)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, patch_norm, pad=pad_input,
+                                      norm_layer=norm_layer)
         grid = (math.ceil(self.img_size[0] / patch_size), math.ceil(self.img_size[1] / patch_size))
         self.patches_resolution = grid
         if ape:
@@ -472,17 +502,18 @@ class SwinTransformer(nn.Module):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         else:
             self.absolute_pos_embed = None
-        self.pos_drop = Dropout(drop_rate if pos_drop_rate is None else pos_drop_rate)
+        self.pos_drop = make_dropout(drop_rate, speed)
         block_args = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                          merge_norm=merge_norm, branch_drop=branch_drop_rate, mlp_repeat=mlp_repeat)
+                          norm_layer=norm_layer, act_layer=act_layer, block_layer=block_layer, speed=speed)
         self.layers = self._build_stages(_per_stage(window_size, len(depths), "window_size"), drop_path_rate,
-                                         block_args)
-        self.norm = nn.LayerNorm(self.num_features) if final_norm else None
+                                         downsample_layer, block_args)
+        self.norm = norm_layer(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.init = init
         self._init_weights(init)
 
-    def _build_stages(self, windows: tuple[int, ...], drop_path_rate: float, block_args: dict) -> nn.ModuleList:
+    def _build_stages(self, windows: tuple[int, ...], drop_path_rate: float, downsample_layer: Callable[..., nn.Module],
+                      block_args: dict) -> nn.Sequential:
         """The stages; a stage whose map at ``img_size`` is not larger than its
         window gets the map size as window and no shift (official rule)."""
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
@@ -495,9 +526,10 @@ class SwinTransformer(nn.Module):
             start = sum(self.depths[:i])
             layers.append(BasicLayer(dim=int(self.embed_dim * 2**i), depth=depth, num_heads=self.num_heads[i],
                                      window_size=ws, shift=shift, drop_path=dpr[start:start + depth],
-                                     downsample=i < len(self.depths) - 1, **block_args))
+                                     downsample=downsample_layer if i < len(self.depths) - 1 else None,
+                                     **block_args))
             res = (math.ceil(res[0] / 2), math.ceil(res[1] / 2))
-        return nn.ModuleList(layers)
+        return nn.Sequential(*layers)
 
     def _init_weights(self, scheme: str) -> None:
         """Initialise as ``scheme`` says (see the class docstring)."""
@@ -520,6 +552,24 @@ class SwinTransformer(nn.Module):
         ``optimizer.py``, ``set_weight_decay``)."""
         return {"relative_position_bias_table"}
 
+    def group_matcher(self) -> list[tuple[str, int]]:
+        """Layer-wise lr decay groups (timm's ``group_matcher``, SimMIM's
+        ``get_swin_layer``): ``(parameter name prefix, layer id)`` pairs, the
+        first matching prefix wins; a name matching none belongs to the last
+        layer (final norm, head). Embeddings 0, block k counted over all
+        stages k + 1, the patch merging after stage i the id of that stage's
+        last block; ``num_lr_layers = sum(depths) + 2``."""
+        groups = [("patch_embed.", 0), ("absolute_pos_embed", 0)]
+        for i, layer in enumerate(self.layers):
+            start = sum(self.depths[:i])
+            groups += [(f"layers.{i}.blocks.{j}.", start + j + 1) for j in range(len(layer.blocks))]
+            groups.append((f"layers.{i}.downsample.", start + len(layer.blocks)))
+        return groups
+
+    def num_lr_layers(self) -> int:
+        """Layer ids of :meth:`group_matcher`: embedding, one per block, the head."""
+        return sum(self.depths) + 2
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, Ph, Pw, C)
         if self.absolute_pos_embed is not None:
@@ -533,26 +583,16 @@ class SwinTransformer(nn.Module):
             x = x + pos.reshape(1, Ph, Pw, -1)
         return self.pos_drop(x)
 
-    def _run(
-        self, x: torch.Tensor, return_attn: bool = False
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        x = self._embed(x)
-        stages: list[torch.Tensor] = []
-        attns: list[torch.Tensor] = []
-        for layer in self.layers:
-            out, x, a = layer(x, return_attn)
-            stages.append(out)
-            attns.extend(a)
-        if self.norm is not None:
-            x = self.norm(x)
-        return x, stages, attns
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W) -> (B, h, w, C_last)``, final-normed (channels last)."""
+        x = self.layers(self._embed(x))
+        return self.norm(x) if self.norm is not None else x
 
     # ------------------------------------------------------------------ public
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final normed feature map: ``(B, 3, H, W) -> (B, C_last, H/32', W/32')``
         (``'``: sizes rounded up at every padding)."""
-        x, _, _ = self._run(x)
-        return x.permute(0, 3, 1, 2)
+        return self._features(x).permute(0, 3, 1, 2)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global average pool and head: ``(B, C, h, w) -> (B, num_classes)``
@@ -562,17 +602,23 @@ class SwinTransformer(nn.Module):
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, final-normed features ``(B, 3, H, W) -> (B, C_last)``."""
-        x, _, _ = self._run(x)
-        return x.mean(dim=(1, 2))
+        return self._features(x).mean(dim=(1, 2))
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage maps for dense tasks: a list of ``(B, C_i, H_i, W_i)``
         (output of each stage's blocks, before its patch merging; no norm)."""
-        _, stages, _ = self._run(x)
-        return [s.permute(0, 3, 1, 2) for s in stages]
+        x = self._embed(x)
+        stages = []
+        for layer in self.layers:
+            x = layer.blocks(x)
+            stages.append(x.permute(0, 3, 1, 2))
+            if layer.downsample is not None:
+                x = layer.downsample(x)
+        return stages
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the attention probabilities of every block.
+        """Logits and the attention probabilities of every block (through
+        :func:`~.layers.record_attention`).
 
         Returns:
             ``(logits (B, num_classes), attentions)`` where ``attentions[k]``
@@ -580,13 +626,13 @@ class SwinTransformer(nn.Module):
             all stages), N = window*window of that block at this input size;
             windows are those of the cyclically shifted map for SW-MSA blocks.
         """
-        feats, _, attns = self._run(x, return_attn=True)
-        return self.head(feats.mean(dim=(1, 2))), attns
+        with record_attention(self) as attns:
+            logits = self(x)
+        return logits, attns
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, num_classes)`` (or ``(B, C)`` without a head)."""
-        x, _, _ = self._run(x)
-        return self.head(x.mean(dim=(1, 2)))
+        return self.head(self._features(x).mean(dim=(1, 2)))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head by a fresh ``Linear(C, num_classes)`` (0: no head)."""

@@ -8,6 +8,10 @@ dim 64, 4 heads of key_dim 64, 8 layers, MLP [128, 64] with GELU after both
 layers, no class token, flattened tokens into a [2048, 1024] MLP head) through
 the options ``attn_head_dim``, ``mlp_hidden_dims``, ``global_pool='flatten'``,
 ``head_hidden_dims`` and ``resize_to``.
+
+Speed paths (fused attention, cheaper dropout, the residual step) are chosen
+by the model's :class:`~.fast.SpeedOptions` (``speed``), as for Swin; the
+attention probabilities come out through :func:`~.layers.record_attention`.
 """
 
 from __future__ import annotations
@@ -18,23 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Dropout, DropPath, drop_path_residual, init_weights_trunc_normal, to_2tuple
+from . import fast
+from .fast import SpeedOptions, make_dropout, resolve_speed
+from .layers import AttentionModule, DropPath, init_weights_trunc_normal, record_attention, to_2tuple
 
 __all__ = ["VisionTransformer", "Attention", "Block"]
 
 
-class Attention(nn.Module):
+class Attention(AttentionModule):
     """Multi-head self attention (paper Eq. 2; Vaswani et al. 2017).
 
     ``head_dim`` may differ from ``dim // num_heads`` (Keras
     ``MultiHeadAttention(key_dim=...)``). ``(B, N, dim) -> (B, N, dim)``;
-    :meth:`forward` returns ``(out, probs)`` with ``probs`` ``(B, heads, N, N)``
-    only when ``return_attn``.
+    inside :func:`~.layers.record_attention` the probabilities
+    ``(B, heads, N, N)`` are recorded. With ``speed.fused_attn`` the
+    explicit ``softmax(q k^T / sqrt(d)) v`` is replaced by
+    ``F.scaled_dot_product_attention`` when nothing is recorded and no
+    attention dropout is active (see :mod:`.fast`).
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, speed: SpeedOptions | None = None) -> None:
         super().__init__()
+        self.speed = speed = resolve_speed(speed)
         if head_dim is None:
             if dim % num_heads:
                 raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -44,22 +54,22 @@ class Attention(nn.Module):
         self.scale = head_dim**-0.5
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
-        self.attn_drop = Dropout(attn_drop)
+        self.attn_drop = make_dropout(attn_drop, speed)
         self.proj = nn.Linear(inner, dim)
-        self.proj_drop = Dropout(proj_drop)
+        self.proj_drop = make_dropout(proj_drop, speed)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        probs = None
-        if return_attn or (self.training and self.attn_drop.p > 0):
-            probs = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            out = self.attn_drop(probs) @ v
-            probs = probs if return_attn else None
-        else:
+        dropping = self.attn_drop.training and self.attn_drop.p > 0
+        if self.speed.fused_attn and not (self.recording or dropping):
             out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            probs = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            self.record(probs)
+            out = self.attn_drop(probs) @ v
         out = out.transpose(1, 2).reshape(B, N, -1)
-        return self.proj_drop(self.proj(out)), probs
+        return self.proj_drop(self.proj(out))
 
 
 class MlpStack(nn.Module):
@@ -67,7 +77,8 @@ class MlpStack(nn.Module):
     ``mlp``), or the standard ``fc1 -> GELU -> fc2`` when ``gelu_last`` is off.
     Layers are named ``fc1``, ``fc2``, ... ``(..., in) -> (..., dims[-1])``."""
 
-    def __init__(self, in_features: int, dims: Sequence[int], drop: float = 0.0, gelu_last: bool = True) -> None:
+    def __init__(self, in_features: int, dims: Sequence[int], drop: float = 0.0, gelu_last: bool = True,
+                 speed: SpeedOptions | None = None) -> None:
         super().__init__()
         self.num = len(dims)
         self.gelu_last = gelu_last
@@ -76,7 +87,7 @@ class MlpStack(nn.Module):
             self.add_module(f"fc{i + 1}", nn.Linear(prev, d))
             prev = d
         self.act = nn.GELU()
-        self.drop = Dropout(drop)
+        self.drop = make_dropout(drop, resolve_speed(speed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.num):
@@ -92,20 +103,25 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_dims: Sequence[int], head_dim: int | None = None,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6, mlp_gelu_last: bool = False) -> None:
+                 norm_eps: float = 1e-6, mlp_gelu_last: bool = False, speed: SpeedOptions | None = None) -> None:
         super().__init__()
+        self.speed = speed = resolve_speed(speed)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, attn_drop, drop)
+        self.attn = Attention(dim, num_heads, head_dim, qkv_bias, attn_drop, drop, speed)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = MlpStack(dim, mlp_dims, drop, gelu_last=mlp_gelu_last)
+        self.mlp = MlpStack(dim, mlp_dims, drop, gelu_last=mlp_gelu_last, speed=speed)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, probs = drop_path_residual(
-            x, lambda t: self.attn(self.norm1(t), return_attn), self.drop_path, skip_dropped=not return_attn
-        )
-        x, _ = drop_path_residual(x, lambda t: (self.mlp(self.norm2(t)), None), self.drop_path)
-        return x, probs
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.residual(x, lambda t: self.attn(self.norm1(t)), skip_dropped=not self.attn.recording)
+        return self.residual(x, lambda t: self.mlp(self.norm2(t)))
+
+    def residual(self, x: torch.Tensor, branch, skip_dropped: bool = True) -> torch.Tensor:
+        """``x + DropPath(branch(x))``; with the residual speed paths on,
+        :func:`~.fast.drop_path_residual` (same result)."""
+        if self.speed.skip_dropped_samples or self.speed.in_place_residual:
+            return fast.drop_path_residual(x, branch, self.drop_path, self.speed, skip_dropped)
+        return x + self.drop_path(branch(x))
 
 
 class VisionTransformer(nn.Module):
@@ -127,6 +143,8 @@ class VisionTransformer(nn.Module):
         resize_to: resize inputs (bilinear) to this size first (reference 004).
         drop_rate, attn_drop_rate, drop_path_rate: regularisation.
         norm_eps: LayerNorm epsilon (1e-6 as in the official ViT).
+        speed: the model's :class:`~.fast.SpeedOptions` (default: the
+            measured paths on; ``SpeedOptions.plain()``: none).
 
     ``forward``: ``(B, in_chans, H, W) -> (B, num_classes)``.
 
@@ -157,8 +175,10 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_eps: float = 1e-6,
+        speed: SpeedOptions | None = None,
     ) -> None:
         super().__init__()
+        self.speed = speed = resolve_speed(speed)
         if global_pool not in ("token", "avg", "flatten"):
             raise ValueError(f"global_pool must be 'token', 'avg' or 'flatten', got {global_pool!r}")
         if global_pool == "token" and not class_token:
@@ -178,7 +198,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
-        self.pos_drop = Dropout(drop_rate)
+        self.pos_drop = make_dropout(drop_rate, speed)
         if mlp_hidden_dims is None:
             mlp_dims, gelu_last = (int(embed_dim * mlp_ratio), embed_dim), False
         else:
@@ -186,15 +206,15 @@ class VisionTransformer(nn.Module):
             if mlp_dims[-1] != embed_dim:
                 raise ValueError(f"mlp_hidden_dims must end with embed_dim={embed_dim}, got {mlp_dims}")
         dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
-        self.blocks = nn.ModuleList(
+        self.blocks = nn.Sequential(*(
             Block(embed_dim, num_heads, mlp_dims, attn_head_dim, qkv_bias, drop_rate, attn_drop_rate, dpr[i],
-                  norm_eps, gelu_last)
+                  norm_eps, gelu_last, speed)
             for i in range(depth)
-        )
+        ))
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         feat = embed_dim * num_patches if global_pool == "flatten" else embed_dim
-        self.head_drop = Dropout(head_drop_rate)
-        self.head_mlp = MlpStack(feat, head_hidden_dims, head_drop_rate) if head_hidden_dims else None
+        self.head_drop = make_dropout(head_drop_rate, speed)
+        self.head_mlp = MlpStack(feat, head_hidden_dims, head_drop_rate, speed=speed) if head_hidden_dims else None
         self.num_features = head_hidden_dims[-1] if head_hidden_dims else feat
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -237,18 +257,21 @@ class VisionTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         return self.pos_drop(self._pos_embed(x, grid))
 
-    def _run(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self._tokens(x)
-        attns: list[torch.Tensor] = []
-        for blk in self.blocks:
-            x, a = blk(x, return_attn)
-            if a is not None:
-                attns.append(a)
-        return self.norm(x), attns
+    def group_matcher(self) -> list[tuple[str, int]]:
+        """Layer-wise lr decay groups (timm's ``group_matcher``, BEiT):
+        ``(parameter name prefix, layer id)``, first match wins, the rest
+        (final norm, head) the last layer. Embeddings and tokens 0, block i
+        ``i + 1``; ``num_lr_layers = depth + 2``."""
+        groups = [("patch_embed.", 0), ("pos_embed", 0), ("cls_token", 0)]
+        return groups + [(f"blocks.{i}.", i + 1) for i in range(len(self.blocks))]
+
+    def num_lr_layers(self) -> int:
+        """Layer ids of :meth:`group_matcher`: embedding, one per block, the head."""
+        return len(self.blocks) + 2
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normed tokens ``(B, 3, H, W) -> (B, prefix + N, D)``."""
-        return self._run(x)[0]
+        return self.norm(self.blocks(self._tokens(x)))
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool (per ``global_pool``) and classify: ``(B, T, D) -> (B, num_classes)``."""
@@ -268,9 +291,11 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x), pre_logits=True)
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and every block's attention probabilities ``(B, heads, T, T)``."""
-        tokens, attns = self._run(x, return_attn=True)
-        return self.forward_head(tokens), attns
+        """Logits and every block's attention probabilities ``(B, heads, T, T)``
+        (through :func:`~.layers.record_attention`)."""
+        with record_attention(self) as attns:
+            logits = self(x)
+        return logits, attns
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, num_classes)``."""

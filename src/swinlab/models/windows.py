@@ -7,12 +7,9 @@ so the masks and index tensors are built once per size and cached (on the
 CPU, then per device), and a traced or exported graph gets them as
 constants for its input size.
 
-Speed path (``ONE_GATHER_SHIFT``): :func:`shift_and_partition` does the
-cyclic shift and the window partition as ONE token gather
-(``index_select`` with a cached permutation, :func:`window_order`) instead of
-``torch.roll`` + reshape/permute copies; :func:`merge_and_unshift` undoes it
-with one gather too. The results are the official ones exactly (it moves
-the same values); tests compare both formulations.
+The shift and partition here are the official ``torch.roll`` + reshape;
+the one-gather form that replaces them in a model with
+``SpeedOptions.one_gather_shift`` is :func:`swinlab.models.fast.shift_and_partition`.
 """
 
 from __future__ import annotations
@@ -24,20 +21,15 @@ import torch
 from .layers import is_building_graph
 
 __all__ = [
-    "ONE_GATHER_SHIFT",
     "MASK_FILL",
     "window_partition",
     "window_reverse",
-    "window_order",
     "shift_and_partition",
     "merge_and_unshift",
     "relative_position_index",
     "shift_attention_mask",
     "expand_window_mask",
 ]
-
-#: shift + partition (and back) as one gather each; False: roll + reshape, as the official code.
-ONE_GATHER_SHIFT = True
 
 #: the value the model puts between tokens of different regions of the shifted
 #: map. The official code uses -100: its masked softmax weights, e^-100 ~ 4e-44,
@@ -71,40 +63,6 @@ def window_reverse(windows: torch.Tensor, window_size: int, H: int, W: int) -> t
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
-@torch.inference_mode(False)  # cached tensors must stay usable by autograd
-def _build_window_order(H: int, W: int, window_size: int, shift_size: int, device: torch.device):
-    # built where it is used: under torch.compile this runs inside the traced graph,
-    # and a CPU tensor there would make Inductor emit CPU kernels for a GPU model
-    grid = torch.arange(H * W, device=device).view(1, H, W, 1)
-    if shift_size:
-        grid = torch.roll(grid, shifts=(-shift_size, -shift_size), dims=(1, 2))
-    order = window_partition(grid, window_size).reshape(-1)
-    return order, torch.argsort(order)
-
-
-_cached_window_order = lru_cache(maxsize=128)(_build_window_order)
-
-
-def window_order(H: int, W: int, window_size: int, shift_size: int = 0,
-                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Token permutation doing the cyclic shift and the window partition in one gather.
-
-    For a map flattened to ``(B, H*W, C)``, ``x.index_select(1, order)``
-    viewed as ``(B*nW, M*M, C)`` equals
-    ``window_partition(torch.roll(x, (-s, -s), (1, 2)), M)``, and
-    ``y.index_select(1, inverse)`` undoes it.
-
-    Args:
-        H, W: padded map size (multiples of ``window_size``).
-        window_size: M. shift_size: cyclic shift s (0: none). device: where.
-
-    Returns:
-        ``(order, inverse)``, each ``(H*W,)`` int64 (cached; do not modify).
-    """
-    build = _build_window_order if is_building_graph() else _cached_window_order
-    return build(H, W, window_size, shift_size, torch.device(device))
-
-
 def shift_and_partition(x: torch.Tensor, window_size: int, shift_size: int) -> torch.Tensor:
     """Cyclic shift by ``-shift_size`` then window partition (paper Fig. 4).
 
@@ -114,29 +72,21 @@ def shift_and_partition(x: torch.Tensor, window_size: int, shift_size: int) -> t
     Returns:
         ``(B * nW, M * M, C)``.
     """
-    B, H, W, C = x.shape
-    if not ONE_GATHER_SHIFT:
-        if shift_size:
-            x = torch.roll(x, shifts=(-shift_size, -shift_size), dims=(1, 2))
-        return window_partition(x, window_size)
-    order, _ = window_order(H, W, window_size, shift_size, x.device)
-    return x.reshape(B, H * W, C).index_select(1, order).view(-1, window_size * window_size, C)
+    if shift_size:
+        x = torch.roll(x, shifts=(-shift_size, -shift_size), dims=(1, 2))
+    return window_partition(x, window_size)
 
 
 def merge_and_unshift(windows: torch.Tensor, window_size: int, shift_size: int, H: int, W: int) -> torch.Tensor:
     """Inverse of :func:`shift_and_partition`: window reverse then the reverse
     cyclic shift. ``(B * nW, M * M, C) -> (B, H, W, C)``."""
-    C = windows.shape[-1]
-    if not ONE_GATHER_SHIFT:
-        x = window_reverse(windows, window_size, H, W)
-        return torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2)) if shift_size else x
-    _, inverse = window_order(H, W, window_size, shift_size, windows.device)
-    return windows.reshape(-1, H * W, C).index_select(1, inverse).view(-1, H, W, C)
+    x = window_reverse(windows, window_size, H, W)
+    return torch.roll(x, shifts=(shift_size, shift_size), dims=(1, 2)) if shift_size else x
 
 
 @torch.inference_mode(False)
 def _build_relative_position_index(window_size: int, T: int, device: torch.device) -> torch.Tensor:
-    ar = torch.arange(window_size, device=device)  # on the model's device: see _build_window_order
+    ar = torch.arange(window_size, device=device)  # on the model's device (see fast._build_window_order)
     coords = torch.stack(torch.meshgrid(ar, ar, indexing="ij")).flatten(1)  # (2, M*M)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (T - 1)  # (N, N, 2)
     return rel[..., 0] * (2 * T - 1) + rel[..., 1]
@@ -171,7 +121,7 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
 @torch.inference_mode(False)
 def _build_shift_mask(H: int, W: int, window_size: int, shift_size: int, fill: float,
                       device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    img_mask = torch.zeros((1, H, W, 1), device=device)  # on the model's device: see _build_window_order
+    img_mask = torch.zeros((1, H, W, 1), device=device)  # on the model's device (see fast._build_window_order)
     regions = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
     for cnt, (h, w) in enumerate((h, w) for h in regions for w in regions):
         img_mask[:, h, w, :] = cnt

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .registry import ModelSpec
+from .registry import ModelSpec, PretrainedCfg
+from .keras_swin import KerasSwinTransformer
 from .registry import register_model as _register_model
 from .swin import SwinTransformer
 from .vit import VisionTransformer
@@ -81,10 +82,11 @@ for (size, window, img), (url_1k, url_22k) in _OFFICIAL.items():
     hub = f"microsoft/swin-{size}-patch4-window{window}-{img}"
     register_model(ModelSpec(name, SwinTransformer, dict(base, num_classes=1000),
                              f"Swin-{size[0].upper()} {img}px window {window}, ImageNet-1k head",
-                             f"{_RELEASE}/{url_1k}", hub))
+                             PretrainedCfg(f"{_RELEASE}/{url_1k}", hub)))
     register_model(ModelSpec(f"{name}_in22k", SwinTransformer, dict(base, num_classes=21841),
                              f"Swin-{size[0].upper()} {img}px window {window}, ImageNet-22k head (21,841 classes)",
-                             f"{_RELEASE}/{url_22k}", f"{hub}-in22k" if size in ("base", "large") else None))
+                             PretrainedCfg(f"{_RELEASE}/{url_22k}",
+                                           f"{hub}-in22k" if size in ("base", "large") else None)))
 
 # Swin-S3 (AutoFormerV2): windows per stage at 224 px.
 for size, depths, windows, dpr, tag in (
@@ -96,7 +98,7 @@ for size, depths, windows, dpr, tag in (
         f"swin_s3_{size}_224", SwinTransformer,
         dict(img_size=224, patch_size=4, embed_dim=96, depths=depths, num_heads=(3, 6, 12, 24),
              window_size=windows, drop_path_rate=dpr, num_classes=1000),
-        f"Swin-S3-{tag} (AutoFormerV2), windows {windows}", f"{_S3_RELEASE}/S3-{tag}.pth"))
+        f"Swin-S3-{tag} (AutoFormerV2), windows {windows}", PretrainedCfg(f"{_S3_RELEASE}/S3-{tag}.pth")))
 
 # Reference 000: the Keras CIFAR-100 Swin example as written (patch 2 on 32x32,
 # embed 64, 8 heads, window 2, shift 1, MLP 256, absolute position embedding,
@@ -107,15 +109,16 @@ for size, depths, windows, dpr, tag in (
 # attention output, inside its MLP (after GELU and after the second Dense), and
 # on each residual branch (its "drop_path" layer is element-wise Dropout); none
 # after the patch embedding. Its block applies its MLP twice (``x = self.mlp(x)``
-# appears twice in the example's call), hence ``mlp_repeat=2``.
+# appears twice in the example's call), hence ``mlp_repeat=2``. The quirks live in
+# models/keras_swin.py (KerasSwinTransformer), not in the core class.
 register_model(ModelSpec(
-    "swin_keras_cifar100_patch2_window2_32", SwinTransformer,
+    "swin_keras_cifar100_patch2_window2_32", KerasSwinTransformer,
     dict(img_size=32, patch_size=2, embed_dim=64, depths=(2, 0), num_heads=(8, 16), window_size=2,
          mlp_ratio=4.0, ape=True, patch_norm=False, merge_norm=False, final_norm=False,
          drop_rate=0.03, attn_drop_rate=0.03, branch_drop_rate=0.03, pos_drop_rate=0.0, mlp_repeat=2,
          drop_path_rate=0.0, init="keras", num_classes=100),
-    "reference 000: the Keras CIFAR-100 Swin example as written", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-    crop_ratio=1.0))
+    "reference 000: the Keras CIFAR-100 Swin example as written",
+    PretrainedCfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_ratio=1.0)))
 
 # Reference 003: Swin-T on Tiny ImageNet at 64x64 (heads 2,4,8,16).
 register_model(ModelSpec(

@@ -54,7 +54,7 @@ from .ema import ModelEma
 from .evaluation import evaluate_model
 from .optim import build_optimizer, freeze_for_linear_probe, scaled_lr
 from .schedule import WarmupCosineSchedule
-from .setup import ResizeSchedule, TrainData, build_data, build_model, choose_precision
+from .setup import ResizeSchedule, TrainData, build_data, build_run_model, choose_precision
 from .writer import RunWriter
 
 __all__ = ["train", "soft_target_cross_entropy", "seed_everything", "EpochCallback"]
@@ -291,7 +291,7 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
                           f"continue it, --overwrite to start over, or choose another --out")
     amp_dtype, reason = choose_precision(cfg.amp, info.device)
     dat = build_data(cfg, cfg.progress and info.is_main)
-    model = build_model(cfg, dat.num_classes, dat.aug.img_size, load_pretrained=resumed is None).to(info.device)
+    model = build_run_model(cfg, dat.num_classes, dat.aug.img_size, load_pretrained=resumed is None).to(info.device)
     if resumed is None and getattr(model, "pretrained_report", None) is not None:
         _print(info, f"pretrained weights: {model.pretrained_report}")
     if cfg.linear_probe:
@@ -670,11 +670,8 @@ def _finish_run(run: Run) -> str | None:
     if run.cfg.export and run.progress.history:
         state = run.run_dir.read_model()
         run.model.load_state_dict(state["model"])
-        a = run.data.aug
-        pre = {"mean": list(a.mean), "std": list(a.std), "input_size": [a.img_size, a.img_size],
-               "crop_ratio": a.eval_crop_ratio, "interpolation": a.interpolation}
         out = save_pretrained(run.model, run.run_dir / RunDir.EXPORT, class_names=run.data.class_names,
-                              preprocessing=pre)
+                              preprocessing=run.data.aug.eval_preprocessing())
         _print(run.info, f"exported {run.run_dir.model_file().name} to {out}")
         return str(out)
     return None

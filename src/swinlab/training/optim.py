@@ -10,7 +10,6 @@ Follows the official Swin training code (microsoft/Swin-Transformer
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -53,40 +52,28 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 
 
 def num_lr_layers(model: nn.Module) -> int:
-    """Number of layer ids used by :func:`layer_id_for` (embedding + blocks + head)."""
-    if hasattr(model, "depths"):  # Swin
-        return int(sum(model.depths)) + 2
-    if hasattr(model, "blocks"):  # ViT
-        return len(model.blocks) + 2
-    return 1
+    """Number of layer ids of the model's own grouping (its ``num_lr_layers()``:
+    embedding + blocks + head); 1 for a model without ``group_matcher``."""
+    return int(model.num_lr_layers()) if callable(getattr(model, "group_matcher", None)) else 1
 
 
-def layer_id_for(name: str, model: nn.Module) -> int:
-    """Layer id of parameter ``name`` for layer-wise lr decay.
-
-    Swin: embeddings 0, block k (counted over all stages) k + 1, the patch
-    merging after stage i the id of that stage's last block, final norm and
-    head ``sum(depths) + 1`` (SimMIM ``get_swin_layer``). ViT: embeddings and
-    tokens 0, block i i + 1, the rest ``depth + 1``. Other models: 0.
+def layer_id_for(name: str, model: nn.Module, groups: list[tuple[str, int]] | None = None) -> int:
+    """Layer id of parameter ``name`` for layer-wise lr decay, from the
+    model's own ``group_matcher()`` (timm's idea): the id of the first
+    ``(prefix, id)`` whose prefix starts ``name``, else the last layer
+    (final norm, head). Swin: embeddings 0, block k (counted over all
+    stages) k + 1, the patch merging after stage i the id of that stage's
+    last block, the rest ``sum(depths) + 1`` (SimMIM ``get_swin_layer``).
+    ViT: embeddings and tokens 0, block i i + 1, the rest ``depth + 1``.
+    A model without ``group_matcher``: 0. ``groups``: the matcher's list,
+    when the caller has it already.
     """
-    n = num_lr_layers(model)
-    if n == 1:
+    if not callable(getattr(model, "group_matcher", None)):
         return 0
-    if name.startswith(("patch_embed", "absolute_pos_embed", "pos_embed", "cls_token")):
-        return 0
-    if hasattr(model, "depths"):
-        depths = list(model.depths)
-        m = re.match(r"layers\.(\d+)\.(blocks\.(\d+)|downsample)", name)
-        if m:
-            stage = int(m.group(1))
-            if m.group(3) is not None:
-                return sum(depths[:stage]) + int(m.group(3)) + 1
-            return sum(depths[: stage + 1])
-        return n - 1
-    m = re.match(r"blocks\.(\d+)\.", name)
-    if m:
-        return int(m.group(1)) + 1
-    return n - 1
+    for prefix, lid in groups if groups is not None else model.group_matcher():
+        if name.startswith(prefix):
+            return int(lid)
+    return num_lr_layers(model) - 1
 
 
 def freeze_for_linear_probe(model: nn.Module) -> list[str]:
@@ -120,12 +107,13 @@ def param_groups(
     """
     skip = set() if decay_all else no_weight_decay_names(model)
     n_layers = num_lr_layers(model)
+    matcher = model.group_matcher() if layer_decay is not None and n_layers > 1 else None
     groups: dict[tuple[str, int], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = name in skip
-        lid = layer_id_for(name, model) if layer_decay is not None else 0
+        lid = layer_id_for(name, model, matcher) if layer_decay is not None else 0
         key = ("no_decay" if no_decay else "decay", lid)
         if key not in groups:
             scale = layer_decay ** (n_layers - 1 - lid) if layer_decay is not None else 1.0

@@ -20,7 +20,7 @@ from ..factory import create_model
 from ..models.registry import get_model_spec
 from .config import TrainConfig
 
-__all__ = ["choose_precision", "TrainData", "build_data", "build_model", "ResizeSchedule", "cpu_flags"]
+__all__ = ["choose_precision", "TrainData", "build_data", "build_run_model", "ResizeSchedule", "cpu_flags"]
 
 
 def cpu_flags() -> set[str]:
@@ -137,7 +137,7 @@ def build_data(cfg: TrainConfig, progress: bool) -> TrainData:
     return TrainData(train, val, int(train.num_classes), classes, names, aug)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pretrained: bool) -> nn.Module:
+def build_run_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pretrained: bool) -> nn.Module:
     """The model of ``cfg`` with ``num_classes`` outputs built for ``img_size``
     (and its pretrained weights unless resuming).
 

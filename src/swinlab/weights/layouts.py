@@ -46,6 +46,7 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "unwrap_checkpoint",
+    "strip_key_prefix",
     "detect_layout",
     "to_swinlab",
     "swinlab_to_hf",
@@ -72,7 +73,10 @@ def _sample_keys(keys: list[str], n: int = 6) -> str:
     return f"[{shown}{more}]"
 
 
-def _strip_prefixes(key: str) -> str:
+def strip_key_prefix(key: str) -> str:
+    """``key`` without the wrapper prefixes ``module.`` (DataParallel / DDP)
+    and ``_orig_mod.`` (``torch.compile``), repeatedly: the one place
+    swinlab removes them (checkpoint loading and inference both use it)."""
     changed = True
     while changed:
         changed = False
@@ -130,7 +134,7 @@ def unwrap_checkpoint(obj: Any, use_ema: bool = False) -> dict[str, torch.Tensor
                 f"state_dict, or one wrapped under one of {list(_WRAPPERS + _EMA_WRAPPERS)} "
                 f"(top-level keys: {_sample_keys(list(obj))})"
             )
-        out[_strip_prefixes(key)] = value
+        out[strip_key_prefix(key)] = value
     if out and all(k.startswith("model.") for k in out):
         out = {k[len("model."):]: v for k, v in out.items()}
     return out

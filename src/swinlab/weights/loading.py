@@ -234,7 +234,7 @@ def resolve_source(
                 f"or pass model_name=)"
             )
         spec = get_model_spec(model_name)
-        resolved = spec.pretrained_url if source == "official" else spec.hf_hub_id
+        resolved = spec.pretrained_cfg.url if source == "official" else spec.pretrained_cfg.hf_hub_id
         if not resolved:
             what = "official release URL" if source == "official" else "Hugging Face Hub id"
             raise UsageError(f"model {model_name!r} has no {what}; pass a file, URL or Hub id instead")

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,8 @@ from torch import nn
 
 from ..constants import INTERPOLATIONS
 from ..errors import InputNotFoundError, InvalidInputError
-from ..io.files import atomic_write, atomic_write_text, fsync_dir
+from ..io.files import atomic_dir, atomic_write, atomic_write_text
+from ..models.fast import SpeedOptions
 from ..models.registry import build_model, default_preprocessing
 from ..version import __version__
 from .loading import LoadReport, load_state_dict_checked, read_checkpoint, resolve_source
@@ -142,16 +141,9 @@ def save_pretrained(
         atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
         atomic_write_text(directory / CONFIG_NAME, text)
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         atomic_write(tmp / WEIGHTS_NAME, lambda f: f.write(weights), size_hint=len(weights))
         atomic_write_text(tmp / CONFIG_NAME, text)
-        os.rename(tmp, directory)
-        fsync_dir(directory.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return directory
 
 
@@ -201,13 +193,16 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def from_pretrained(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+def from_pretrained(directory: str | os.PathLike[str], device: str | torch.device = "cpu",
+                    speed: SpeedOptions | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained`.
 
     Builds ``build_model(model_name, **model_kwargs)``, loads
     ``model.safetensors`` (strict: every key and shape must match), moves it
     to ``device`` and sets ``model.class_names`` (list or None) and
-    ``model.preprocessing`` (dict, see :func:`save_pretrained`). A source
+    ``model.preprocessing`` (dict, see :func:`save_pretrained`; keys the
+    file lacks come from the model's ``pretrained_cfg``). ``speed``: the
+    model's :class:`~swinlab.models.fast.SpeedOptions`. A source
     that is not an existing folder is resolved with
     :func:`~swinlab.weights.loading.resolve_source` (URL of a file is not a
     folder; Hub ids give their snapshot folder).
@@ -238,7 +233,7 @@ def from_pretrained(directory: str | os.PathLike[str], device: str | torch.devic
         raise InputNotFoundError(f"{weights_path} is missing (the folder has {CONFIG_NAME} but no weights)")
     kwargs = dict(config.get("model_kwargs") or {})
     try:
-        model = build_model(config["model_name"], **kwargs)
+        model = build_model(config["model_name"], speed=speed, **kwargs)
     except (ValueError, TypeError) as err:
         raise InvalidInputError(f"{config_path}: cannot build model {config['model_name']!r}: {err}") from None
     state_dict = read_checkpoint(weights_path)
