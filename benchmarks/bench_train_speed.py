@@ -48,7 +48,8 @@ CASES = {  # name: (registry model, input side, classes)
 }
 
 
-def build(code: str, case: str, compile_: bool = False, base_ref: str = BASE_COMMIT) -> tuple[torch.nn.Module, int, int]:
+def build(code: str, case: str, compile_: bool = False,
+          base_ref: str = BASE_COMMIT) -> tuple[torch.nn.Module, int, int]:
     """The case's model built by ``code`` ("base" or "today") with the base commit's arguments."""
     model_name, size, classes = CASES[case]
     base = load_baseline(base_ref)
@@ -105,8 +106,8 @@ def fresh_processes(case: str, codes: list[str], args: argparse.Namespace) -> di
     warm: dict[str, float] = {}
     for _ in range(args.pairs):
         for code in codes:
-            cmd = [sys.executable, __file__, "--worker", code, case, "--base", args.base, "--threads", str(args.threads),
-                   "--batch",
+            cmd = [sys.executable, __file__, "--worker", code, case, "--base", args.base,
+                   "--threads", str(args.threads), "--batch",
                    str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
                                             cwd=Path(__file__).parent).stdout.splitlines()[-1])

@@ -17,7 +17,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from swinlab.inference import load_model
-from swinlab.models import KerasSwinTransformer, SpeedOptions, SwinTransformer, pretrained_cfg, record_attention
+from swinlab.models import (
+    KerasSwinTransformer,
+    SpeedOptions,
+    SwinTransformer,
+    build_model,
+    pretrained_cfg,
+    record_attention,
+)
 from swinlab.models import fast
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "src" / "swinlab" / "models"
@@ -88,9 +95,10 @@ def test_swin_signature_holds_no_keras_argument():
     params = set(inspect.signature(SwinTransformer.__init__).parameters)
     assert not params & {"branch_drop_rate", "mlp_repeat", "merge_norm", "final_norm", "pos_drop_rate"}
     assert {"norm_layer", "act_layer", "block_layer", "downsample_layer", "speed"} <= params
-    keras = KerasSwinTransformer()
-    assert keras.norm is None and keras.layers[0].downsample.norm is None
+    keras = build_model("swin_keras_cifar100_patch2_window2_32")
+    assert type(keras) is KerasSwinTransformer and keras.norm is None and keras.layers[0].downsample.norm is None
     assert keras.layers[0].blocks[0].mlp_repeat == 2
+    assert KerasSwinTransformer(depths=(2, 2), num_heads=(2, 4)).norm is not None  # options off by default
 
 
 def test_norm_and_act_layer_injection():

@@ -23,8 +23,8 @@ patch merging without a norm and no final norm simply have no ``norm`` keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,13 +62,13 @@ def _merging_without_norm(dim: int, norm_layer=None) -> PatchMerging:
 
 
 class KerasSwinTransformer(SwinTransformer):
-    """Reference 000's Swin (see the module docstring). Every argument
-    defaults to :class:`~.swin.SwinTransformer`'s (the Keras options off), so
-    the class alone changes nothing; the registry entry
+    """Reference 000's Swin (see the module docstring). The Keras options
+    default to off, so the class alone changes nothing; the registry entry
     ``swin_keras_cifar100_patch2_window2_32`` gives the example's values.
 
     Args:
-        the official ones: as :class:`~.swin.SwinTransformer`.
+        **kwargs: the official ones, as :class:`~.swin.SwinTransformer`
+            (but ``block_layer`` / ``downsample_layer``, which this class sets).
         branch_drop_rate: element-wise dropout on each residual branch output.
         mlp_repeat: times each block applies its MLP.
         merge_norm: a norm inside patch merging. final_norm: a norm before pooling.
@@ -82,38 +82,19 @@ class KerasSwinTransformer(SwinTransformer):
 
     def __init__(
         self,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int = 4,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        embed_dim: int = 96,
-        depths: Sequence[int] = (2, 2, 6, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
-        window_size: int | Sequence[int] = 7,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        ape: bool = False,
-        patch_norm: bool = True,
-        pad_input: bool = True,
-        init: str = "official",
+        *,
         branch_drop_rate: float = 0.0,
         mlp_repeat: int = 1,
         merge_norm: bool = True,
         final_norm: bool = True,
         pos_drop_rate: float | None = None,
-        speed: SpeedOptions | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-            embed_dim=embed_dim, depths=depths, num_heads=num_heads, window_size=window_size, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
-            ape=ape, patch_norm=patch_norm, pad_input=pad_input, init=init,
             block_layer=partial(KerasSwinBlock, branch_drop=branch_drop_rate, mlp_repeat=mlp_repeat),
-            downsample_layer=PatchMerging if merge_norm else _merging_without_norm, speed=speed,
+            downsample_layer=PatchMerging if merge_norm else _merging_without_norm, **kwargs,
         )
+        drop_rate = kwargs.get("drop_rate", 0.0)
         if not final_norm:
             self.norm = None  # type: ignore[assignment]
         self.pos_drop = make_dropout(drop_rate if pos_drop_rate is None else pos_drop_rate, self.speed)

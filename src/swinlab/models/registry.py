@@ -190,11 +190,18 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def _accepted_kwargs(builder: Callable[..., nn.Module]) -> set[str]:
-    return {
-        p.name
-        for p in inspect.signature(builder).parameters.values()
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    }
+    """Keyword arguments ``builder`` takes; a class whose ``__init__`` passes
+    ``**kwargs`` on (a variant such as ``KerasSwinTransformer``) also takes
+    its base classes' (down the MRO until an ``__init__`` without them)."""
+    accepted: set[str] = set()
+    for fn in ([c.__init__ for c in builder.__mro__ if "__init__" in vars(c)] if inspect.isclass(builder)
+               else [builder]):
+        params = inspect.signature(fn).parameters.values()
+        accepted |= {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                          inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return accepted - {"self"}
 
 
 def check_overrides(name: str, overrides: dict[str, Any]) -> None:
