@@ -19,7 +19,7 @@ Both models: Swin-T (embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7),
 224x224, 1000 classes, drop_path_rate 0.2 (the official Swin-T recipe;
 ``--drop-path`` changes it for both), no dropout. With stochastic depth,
 swinlab's training step skips the branch work of the dropped samples
-(``swinlab.models.layers.drop_path_residual``) while transformers computes
+(``swinlab.models.fast.drop_path_residual``) while transformers computes
 and then zeroes it; ``--drop-path 0`` measures the step without that effect.
 "% GEMM" always counts the full work of the step. transformers runs
 ``SwinForImageClassification`` with ``attn_implementation="eager"`` (and,
@@ -42,6 +42,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -200,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         from baseline import load_baseline
 
         base = load_baseline(args.baseline)
+        base_factory = importlib.import_module(f"{base.__name__}.factory")  # not swinlab's lazy export: today's
         torch.manual_seed(0)
-        runners.append(Runner(f"swinlab-{args.baseline}", base.models.create_model(
+        runners.append(Runner(f"swinlab-{args.baseline}", base_factory.create_model(
             "swin_tiny_patch4_window7_224", drop_path_rate=dp), False, x, y))
     if args.hf_sdpa:
         runners.append(Runner("hf-sdpa", build_hf("sdpa", dp), True, x, y))
