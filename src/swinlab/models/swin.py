@@ -83,7 +83,7 @@ __all__ = [
     "PatchMerging",
     "BasicLayer",
     "record_attention",
-    # window geometry, re-exported from .windows
+    # window geometry, re-exported from .windows (window_order: from .fast)
     "MASK_FILL",
     "expand_window_mask",
     "relative_position_index",
