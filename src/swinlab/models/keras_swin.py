@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fast import SpeedOptions, make_dropout
+from .fast import make_dropout
 from .swin import PatchMerging, SwinTransformer, SwinTransformerBlock
 
 __all__ = ["KerasSwinBlock", "KerasSwinTransformer"]
