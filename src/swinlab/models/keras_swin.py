@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
 from .fast import make_dropout
 from .swin import PatchMerging, SwinTransformer, SwinTransformerBlock
