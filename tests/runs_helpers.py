@@ -41,6 +41,7 @@ def tiny_recipe(path: Path, **extra) -> Path:
         "data": "folder", "load_size": 32, "aug": {"img_size": 32, "crop_scale": [0.5, 1.0]},
         "epochs": 3, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 0.5, "min_lr": 1e-5, "threads": 1,
         "tensorboard": False, "plots": False, "progress": False, "log_every": 2, "ema_decay": 0.9,
+        "report": False,  # (the end-of-run evaluation and page would only slow these runs)
     }
     cfg.update(extra)
     path.write_text(json.dumps(cfg))
