@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,12 @@ def save_folder_run(run: Path, model: torch.nn.Module, model_name: str, class_na
         run / "best.pt",
     )
     return run
+
+
+def tiny_imagenet_classes(zip_path: Path, n: int | None = None) -> tuple[list[str], list[str]]:
+    """``(wnids, first synonyms of their words.txt names)`` of the first ``n`` classes of a Tiny ImageNet zip."""
+    root = "tiny-imagenet-200"
+    with zipfile.ZipFile(zip_path) as zf:
+        wnids = zf.read(f"{root}/wnids.txt").decode().split()[:n]
+        words = dict(line.split("\t", 1) for line in zf.read(f"{root}/words.txt").decode().splitlines() if "\t" in line)
+    return wnids, [words[w].split(",")[0].strip() for w in wnids]

@@ -31,6 +31,7 @@ from swinlab.inference.loading import load_model
 from swinlab.inference.predict import predict
 
 from browser_helpers import headless_chrome, needs_chromium
+from runs_helpers import tiny_imagenet_classes
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -50,20 +51,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_zip(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "tiny-imagenet-200.zip"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
+def tiny_zip(tiny_imagenet_zip: Path) -> Path:
+    return tiny_imagenet_zip
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_zip, tmp_path_factory) -> Path:
     """A training-checkpoint run folder: micro Swin, random weights, Tiny ImageNet class names."""
-    with zipfile.ZipFile(tiny_zip) as zf:
-        wnids = zf.read(f"{ZIP_ROOT}/wnids.txt").decode().split()
-        words = dict(line.split("\t", 1) for line in zf.read(f"{ZIP_ROOT}/words.txt").decode().splitlines() if "\t" in line)
-    names = [words[w].split(",")[0].strip() for w in wnids]
+    wnids, names = tiny_imagenet_classes(tiny_zip)
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=len(wnids))
     run = tmp_path_factory.mktemp("serve") / "run"

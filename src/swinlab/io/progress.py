@@ -15,7 +15,6 @@ import sys
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
-from tqdm.std import tqdm as _terminal_tqdm
 
 __all__ = ["is_terminal", "bars_shown", "progress_bar"]
 
@@ -33,7 +32,7 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 def bars_shown(enabled: bool = True, stream: TextIO | None = None) -> bool:
     """Whether a progress bar asked for (``enabled``) is drawn: on a terminal
     ``stream`` (default stderr) or in a notebook, not in a pipe or a file."""
-    in_notebook = tqdm is not _terminal_tqdm
+    in_notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)  # tqdm.auto picked the widget
     return bool(enabled) and (in_notebook or is_terminal(stream))
 
 

@@ -33,7 +33,7 @@ from ..training.logging import read_metrics
 from ..version import __version__
 from .images import file_data_uri, pixels_data_uri, thumbnail
 from .page import render_page
-from .run_info import run_tables
+from .run_info import read_config, run_tables
 
 __all__ = ["write_report", "EVAL_FILES"]
 
@@ -144,9 +144,9 @@ def _examples(model: nn.Module | None, info: ModelInfo | None, images: _Images,
     return out, note
 
 
-def _accuracy_rows(metrics: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _accuracy_rows(metrics: dict[str, Any], history: list[dict[str, Any]], train_tta: bool) -> list[dict[str, Any]]:
     """val top-1 / top-5: the evaluation (with and without flip averaging when
-    both were measured) and the training's last validation."""
+    both were measured) and the training's last validation (``train_tta``: flip-averaged)."""
     n = metrics.get("num_images")
     rows = []
     if metrics.get("tta_hflip") and metrics.get("no_flip"):
@@ -158,7 +158,8 @@ def _accuracy_rows(metrics: dict[str, Any], history: list[dict[str, Any]]) -> li
                      "top1": metrics["top1"], "top5": metrics["top5"], "n": n})
     last = next((r for r in reversed(history) if r.get("val_top1") is not None), None)
     if last is not None:
-        rows.append({"what": f"training's last validation (epoch {last.get('epoch_frac', last['epoch']):.2f})",
+        flip = ", flip averaging" if train_tta else ""
+        rows.append({"what": f"training's last validation (epoch {last.get('epoch_frac', last['epoch']):.2f}{flip})",
                      "top1": last["val_top1"], "top5": last.get("val_top5"), "n": None})
     return rows
 
@@ -210,7 +211,7 @@ def write_report(path: str | Path, *, eval_dir: str | Path, dataset: Any, model:
     ctx = {
         "title": f"swinlab report: {run_dir.name if run_dir else metrics.get('model_name')}",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "version": __version__,
-        "tables": run_tables(run_dir, metrics, history), "accuracy": _accuracy_rows(metrics, history),
+        "tables": run_tables(run_dir, metrics, history), "accuracy": _accuracy_rows(metrics, history, bool(read_config(run_dir).get("tta_hflip"))),
         "curves": file_data_uri(run_dir / RunDir.CURVES) if run_dir else None,
         "best": _class_entries(best, acc, counts, names, images, wrong_first=False),
         "worst": _class_entries(worst, acc, counts, names, images, wrong_first=True),
