@@ -226,3 +226,16 @@ class _Stream:
 def test_bars_only_on_a_terminal():
     assert bars_shown(True, _Stream(True)) and not bars_shown(True, _Stream(False))
     assert not bars_shown(False, _Stream(True))
+
+
+def test_report_of_a_cifar_run_names_its_classes(tmp_path):
+    from test_data_cifar import C10, make_cifar10
+
+    make_cifar10(tmp_path / "cifar-10-python.tar.gz")
+    recipe = tiny_recipe(tmp_path / "recipe.json", data="cifar10", data_root=str(tmp_path / "cifar-10-python.tar.gz"),
+                         epochs=1, ema_decay=None, report=True)
+    _swinlab("train", "--config", str(recipe), "--out", str(tmp_path / "run"))
+    html = (tmp_path / "run" / "report.html").read_text()
+    names = {c for row in _table_rows(html, "classes") for c in row[:1]}
+    assert names and names <= {c.decode() for c in C10}
+    assert all(s.startswith("data:image/") for s in re.findall(r'<img src="([^"]*)"', html))

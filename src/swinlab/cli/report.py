@@ -26,6 +26,7 @@ from ..io.rundir import RunDir
 from ..report import write_report
 from ..training.distributed import resolve_device
 from . import evaluate
+from .common import positive_int
 
 __all__ = ["register", "run", "report_run"]
 
@@ -44,7 +45,8 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="run folder of 'swinlab train'")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size of an evaluation it runs (default: 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="batch size of an evaluation it runs (default: 256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p

@@ -131,7 +131,8 @@ class TrainConfig:
                               "every progress_interval_s seconds instead")
     progress_interval_s: float = _f(30.0, "seconds between the progress lines printed when the output is not a "
                                           "terminal (at most one per log_every steps; 0: every log_every steps)")
-    report: bool = _f(True, "write RUN/report.html at the end (evaluates best.pt on the val split first)")
+    report: bool = _f(True, "at the end of 'swinlab train': evaluate best.pt on the val split into RUN/eval and "
+                            "write the run report RUN/report.html (the Python train() does not)")
     tensorboard: bool = _f(True, "TensorBoard events in RUN/tb")
     plots: bool = _f(True, "draw RUN/curves.png")
     log_every: int = _f(20, "log train loss and lr every N optimizer steps (metrics_steps.csv, TensorBoard)")
