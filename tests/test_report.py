@@ -27,7 +27,8 @@ from PIL import Image
 
 from browser_helpers import headless_chrome, needs_chromium
 from runs_helpers import make_squares, tiny_imagenet_classes, tiny_recipe
-from swinlab.inference.reports import most_confused_pairs, read_confusion_csv, read_predictions_csv
+from swinlab.inference.reports import (most_confused_pairs, ranked_classes, read_confusion_csv, read_predictions_csv,
+                                      unique_names)
 from swinlab.io.progress import bars_shown
 from swinlab.report.page import SECTIONS
 
@@ -135,6 +136,12 @@ def test_most_confused_pairs_of_a_known_matrix():
                                                                                  ("a", "b", 3)]
     assert pairs[0]["rate"] == pytest.approx(100 * 4 / 11)
     assert most_confused_pairs(torch.eye(3, dtype=torch.int64), ["a", "b", "c"]) == []
+
+
+def test_best_worst_classes_and_unique_names():
+    best, worst = ranked_classes([50.0, float("nan"), 90.0, 10.0, 50.0], k=10)
+    assert best == [2, 0] and worst == [3, 0]  # 4 classes with images: two each, ties by index
+    assert unique_names(["crane", "cat", "crane"], ["n1", "n2", "n3"]) == ["crane (n1)", "cat", "crane (n3)"]
 
 
 @pytest.mark.slow
