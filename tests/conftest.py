@@ -48,3 +48,12 @@ def reference_io(reference_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(reference_dir / "reference_io.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_zip(shared_dir: Path) -> Path:
+    """The real ``shared/data/tiny-imagenet-200.zip`` (the tests that need it are skipped without it)."""
+    path = shared_dir / "data" / "tiny-imagenet-200.zip"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ def tiny_recipe(path: Path, **extra) -> Path:
         "data": "folder", "load_size": 32, "aug": {"img_size": 32, "crop_scale": [0.5, 1.0]},
         "epochs": 3, "batch_size": 4, "lr": 2e-3, "warmup_epochs": 0.5, "min_lr": 1e-5, "threads": 1,
         "tensorboard": False, "plots": False, "progress": False, "log_every": 2, "ema_decay": 0.9,
+        "report": False,  # (the end-of-run evaluation and page would only slow these runs)
     }
     cfg.update(extra)
     path.write_text(json.dumps(cfg))
@@ -99,3 +101,12 @@ def save_folder_run(run: Path, model: torch.nn.Module, model_name: str, class_na
         run / "best.pt",
     )
     return run
+
+
+def tiny_imagenet_classes(zip_path: Path, n: int | None = None) -> tuple[list[str], list[str]]:
+    """``(wnids, first synonyms of their words.txt names)`` of the first ``n`` classes of a Tiny ImageNet zip."""
+    root = "tiny-imagenet-200"
+    with zipfile.ZipFile(zip_path) as zf:
+        wnids = zf.read(f"{root}/wnids.txt").decode().split()[:n]
+        words = dict(line.split("\t", 1) for line in zf.read(f"{root}/words.txt").decode().splitlines() if "\t" in line)
+    return wnids, [words[w].split(",")[0].strip() for w in wnids]

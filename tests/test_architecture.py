@@ -1,7 +1,7 @@
 """The house rules of the source tree, checked on the code itself:
 
 * every import arrow between swinlab's packages points down the layers
-  (``cli -> serve/export -> inference -> training -> data``, with
+  (``cli -> serve/export/report -> inference -> training -> data``, with
   ``factory -> weights -> models`` and the foundation ``io``, ``plots``,
   ``errors``, ``constants``, ``version`` below them), and modules import no
   cycle -- function-level imports included, so none can hide one;
@@ -31,7 +31,7 @@ LAYER = {
     "factory": 4,
     "training": 5,
     "inference": 6,
-    "export": 7, "serve": 8,
+    "export": 7, "report": 7, "serve": 8,
     "cli": 9, "__main__": 10, "__init__": 10,
 }
 #: components with a closed list of what they may import (besides themselves).

@@ -36,7 +36,16 @@ def _run(capsys, argv: list[str]) -> tuple[int, str]:
 
 
 def test_every_command_is_covered():
-    assert set(_SOURCE_COMMANDS) | {"models"} == set(COMMANDS)
+    assert set(_SOURCE_COMMANDS) | {"models", "report"} == set(COMMANDS)
+
+
+def test_report_of_a_missing_or_foreign_folder_and_a_bad_flag(capsys, tmp_path):
+    for folder in (tmp_path / "no_such_run", tmp_path):
+        rc, err = _run(capsys, ["report", str(folder)])
+        assert rc == 2 and err.startswith("swinlab report: error: ") and err.count("\n") == 1, err
+        assert f"{folder} is not a run folder" in err
+    rc, err = _run(capsys, ["report", str(tmp_path), "--bogus-flag"])
+    assert rc == 2 and "swinlab report: error: " in err and "--bogus-flag" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", sorted(_SOURCE_COMMANDS))

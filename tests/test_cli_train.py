@@ -56,6 +56,7 @@ def test_tiny_cli_train_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert cfg["epochs"] == 2 and cfg["aug"]["hflip"] == 0.0 and cfg["warmup_epochs"] == 0.5
     assert (out / "best.pt").is_file() and (out / "curves.png").is_file()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "most-confused pairs" in text and (out / "report.html").is_file()  # the end of train: evaluate + page
 
     # resume with the checkpoint's own config, extending the run by one epoch
     rc = main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"])

@@ -30,6 +30,9 @@ from swinlab.cli.main import main
 from swinlab.inference.loading import load_model
 from swinlab.inference.predict import predict
 
+from browser_helpers import headless_chrome, needs_chromium
+from runs_helpers import tiny_imagenet_classes
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -48,20 +51,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_zip(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "tiny-imagenet-200.zip"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
+def tiny_zip(tiny_imagenet_zip: Path) -> Path:
+    return tiny_imagenet_zip
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_zip, tmp_path_factory) -> Path:
     """A training-checkpoint run folder: micro Swin, random weights, Tiny ImageNet class names."""
-    with zipfile.ZipFile(tiny_zip) as zf:
-        wnids = zf.read(f"{ZIP_ROOT}/wnids.txt").decode().split()
-        words = dict(line.split("\t", 1) for line in zf.read(f"{ZIP_ROOT}/words.txt").decode().splitlines() if "\t" in line)
-    names = [words[w].split(",")[0].strip() for w in wnids]
+    wnids, names = tiny_imagenet_classes(tiny_zip)
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=len(wnids))
     run = tmp_path_factory.mktemp("serve") / "run"
@@ -244,30 +241,16 @@ def test_micro_batcher_groups_and_splits():
 
 
 # ------------------------------------------------------------------ the browser
-def _chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium and chromedriver are not installed "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
+@needs_chromium
 def test_demo_page_in_headless_chromium(server, val_images, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    pytest.importorskip("selenium")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"):
-        options.add_argument(arg)
     image = tmp_path / "val_2.JPEG"
     image.write_bytes(val_images["val_2.JPEG"])
     expected = httpx.post(f"{server}/predict", content=image.read_bytes(), timeout=60).json()["results"][0]["predictions"]
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with headless_chrome() as driver:
         driver.get(server + "/")
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_element(By.ID, "block-select").get_attribute("value") == "5")
@@ -281,8 +264,6 @@ def test_demo_page_in_headless_chromium(server, val_images, tmp_path):
         assert driver.execute_script("return document.getElementById('preview').naturalWidth") == 64
         shot = tmp_path / "swinlab_demo.png"
         driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
     assert Image.open(shot).size[0] > 0
     try:
         shutil.copyfile(shot, "/tmp/swinlab_demo.png")  # for a person to look at

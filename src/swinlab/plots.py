@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["save_figure", "plot_curves", "plot_confusion_matrix", "save_attention_figure"]
+__all__ = ["save_figure", "plot_curves", "plot_confusion_matrix", "attention_overlay", "save_attention_figure"]
 
 
 def _pyplot() -> Any:
@@ -119,43 +119,97 @@ def plot_confusion_matrix(
     class_names: Sequence[str] | None = None,
     max_labeled_classes: int = 30,
     title: str = "Confusion matrix (row-normalized)",
+    subset: Sequence[int] | None = None,
 ) -> Path:
     """Save a row-normalized confusion matrix as a PNG (matplotlib, Agg).
 
     Args:
         path: output file. confusion: ``(C, C)`` counts (row: true class).
-        class_names: C tick labels; ticks are left out when C exceeds
-            ``max_labeled_classes`` (or no names are given).
+        class_names: C tick labels; ticks are left out when the matrix drawn
+            has more than ``max_labeled_classes`` rows (or no names are given).
+        subset: class indices: draw only their rows and columns (each row
+            still normalized by all the images of its class), every cell with
+            its count.
 
     Raises:
-        ValueError: a non-square matrix or a wrong number of names.
+        ValueError: a non-square matrix, a wrong number of names or a subset
+            index out of range.
     """
     m = confusion.detach().cpu().numpy() if isinstance(confusion, torch.Tensor) else np.asarray(confusion)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"confusion must be a square (C, C) matrix, got shape {m.shape}")
-    C = m.shape[0]
-    if class_names is not None and len(class_names) != C:
-        raise ValueError(f"{len(class_names)} class names for a {C}x{C} confusion matrix")
-    plt = _pyplot()
+    if class_names is not None and len(class_names) != m.shape[0]:
+        raise ValueError(f"{len(class_names)} class names for a {m.shape[0]}x{m.shape[0]} confusion matrix")
     rows = m.sum(axis=1, keepdims=True).astype(np.float64)
     norm = np.divide(m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
-    size = min(4.0 + 0.25 * C, 16.0)
+    idx = list(range(m.shape[0])) if subset is None else [int(i) for i in subset]
+    if any(not 0 <= i < m.shape[0] for i in idx):
+        raise ValueError(f"subset {idx} has indices outside 0..{m.shape[0] - 1}")
+    m, norm = m[np.ix_(idx, idx)], norm[np.ix_(idx, idx)]
+    names = [class_names[i] for i in idx] if class_names is not None else None
+    return _draw_confusion(path, m, norm, names if len(idx) <= max_labeled_classes else None, title)
+
+
+def _draw_confusion(path: str | Path, counts: np.ndarray, norm: np.ndarray, names: Sequence[str] | None,
+                    title: str) -> Path:
+    """The figure of :func:`plot_confusion_matrix`: ``norm`` as colours; with
+    ``names``, tick labels and the ``counts`` written in the non-zero cells."""
+    plt = _pyplot()
+    C = counts.shape[0]
+    size = min(4.0 + 0.25 * C, 16.0) if names is None else min(4.0 + 0.4 * C, 16.0)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     try:
         im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title(title)
-        if class_names is not None and C <= max_labeled_classes:
-            ax.set_xticks(range(C), labels=list(class_names), rotation=90, fontsize=7)
-            ax.set_yticks(range(C), labels=list(class_names), fontsize=7)
+        ax.set_title(title, fontsize=9)
+        if names is not None:
+            ax.set_xticks(range(C), labels=list(names), rotation=90, fontsize=7)
+            ax.set_yticks(range(C), labels=list(names), fontsize=7)
+            for (i, j), v in np.ndenumerate(counts):
+                if v:
+                    ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
         else:
             ax.set_xticks([])
             ax.set_yticks([])
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def _unit_map(attn_map: torch.Tensor, H: int, W: int) -> np.ndarray:
+    """``(h, w)`` map upsampled (bilinear) to ``(H, W)`` and min-max scaled to [0, 1]."""
+    m = attn_map.detach().float().cpu()
+    up = F.interpolate(m[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def attention_overlay(image_uint8: torch.Tensor, attn_map: torch.Tensor, alpha: float = 0.55,
+                      cmap: str = "jet") -> np.ndarray:
+    """An attention map blended over its image, as pixels (no figure: fast).
+
+    Args:
+        image_uint8: ``(3, H, W)`` uint8. attn_map: ``(h, w)`` (upsampled
+            bilinearly to ``H x W``, min-max scaled). alpha: overlay opacity.
+        cmap: matplotlib colour map of the overlay.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+
+    Raises:
+        ValueError: a bad image.
+    """
+    if image_uint8.dtype != torch.uint8 or image_uint8.ndim != 3 or image_uint8.shape[0] != 3:
+        raise ValueError(f"image must be uint8 (3, H, W), got {image_uint8.dtype} {tuple(image_uint8.shape)}")
+    import matplotlib
+
+    H, W = image_uint8.shape[-2:]
+    colours = matplotlib.colormaps[cmap](_unit_map(attn_map, H, W))[..., :3]  # (H, W, 3) in [0, 1]
+    img = image_uint8.permute(1, 2, 0).cpu().numpy().astype(np.float64) / 255.0
+    return np.round(((1 - alpha) * img + alpha * colours) * 255).clip(0, 255).astype(np.uint8)
 
 
 def save_attention_figure(
@@ -201,13 +255,9 @@ def save_attention_figure(
         axes.flat[0].imshow(img)
         axes.flat[0].set_title("input", fontsize=8)
         for k, m in enumerate(maps):
-            m = m.detach().float().cpu()
-            up = F.interpolate(m[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].numpy()
-            lo, hi = float(up.min()), float(up.max())
-            up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
             ax = axes.flat[k + 1]
             ax.imshow(img)
-            ax.imshow(up, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+            ax.imshow(_unit_map(m, H, W), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
             ax.set_title(titles[k] if titles is not None else f"block {k} ({m.shape[0]}x{m.shape[1]})", fontsize=8)
         if suptitle:
             fig.suptitle(suptitle, fontsize=9)

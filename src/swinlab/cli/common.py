@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "fraction", "add_source_args", "short_name"]
+__all__ = ["positive_int", "fraction", "add_source_args"]
 
 
 def positive_int(text: str) -> int:
@@ -38,7 +38,3 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
 
-
-def short_name(name: str) -> str:
-    """The first synonym of a WordNet-style class name (``"goldfish, Carassius auratus"`` -> ``"goldfish"``)."""
-    return name.split(",")[0].strip() or name

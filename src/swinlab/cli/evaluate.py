@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,24 +23,30 @@ import torch
 from ..data import build_dataset, build_loader
 from ..errors import InvalidInputError, UsageError
 from ..inference.loading import ModelInfo, eval_transform_for
-from ..inference.reports import save_per_class_csv
+from ..inference.reports import (most_confused_pairs, per_class_by_name, save_confusion_csv, save_per_class_csv,
+                                 save_predictions_csv, short_name, unique_names)
 from ..io.files import atomic_write_text, ensure_dir
 from ..plots import plot_confusion_matrix
+from ..report import write_report
 from ..training.distributed import resolve_device
 from ..training.evaluation import evaluate_model, predict_batch
-from .common import add_source_args, fraction, positive_int, short_name
+from .common import add_source_args, fraction, positive_int
 from .inputs import add_input_args, report_skipped, skip_hint
-from .runtime_args import add_runtime_args, load_for_runtime
+from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "format_pairs", "eval_dataset", "data_args_of"]
 
 _DESCRIPTION = """\
 Top-1 / top-5 / loss of a model on a data split, with per-class accuracy and a confusion matrix.
 The data set, its class subset and the preprocessing default to those stored in the checkpoint
-(its training config and augmentation settings); flags override them. Writes metrics.json,
-per_class_accuracy.csv and confusion_matrix.png into --out (default: SOURCE/eval for a run folder).
+(its training config and augmentation settings); flags override them. Prints the most-confused
+class pairs; writes metrics.json, per_class_accuracy.csv, confusion_matrix.csv / .png and predictions.csv
+into --out (default: SOURCE/eval for a run folder), and report.html (the run report of 'swinlab report')
+into the run folder (else into --out).
 """
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PAIRS = 10  # most-confused pairs stored and printed
+_LABELLED = 30  # at most this many classes: the whole confusion matrix is labelled
 
 
 def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
@@ -66,12 +73,14 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("--skip-corrupt", action="store_true",
                    help="decode the split first and leave unreadable images out (counted and listed) instead of failing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (default: into the run folder, else into --out)")
     add_input_args(p, skip=False, progress=False)
     p.set_defaults(func=run)
     return p
 
 
-def _eval_dataset(args: argparse.Namespace, info: ModelInfo, data: str, root: str | None,
+def eval_dataset(args: argparse.Namespace, info: ModelInfo, data: str, root: str | None,
                   num_classes: int | None, split: str) -> Any:
     """The evaluation data set, with per-image preprocessing (resize shorter side, centre crop,
     normalise) inside it, so that images of different sizes batch; checks its classes against the model's.
@@ -96,7 +105,7 @@ def _eval_dataset(args: argparse.Namespace, info: ModelInfo, data: str, root: st
     return dataset
 
 
-def _data_args(args: argparse.Namespace, info: ModelInfo) -> tuple[str, str | None, int | None, str]:
+def data_args_of(args: argparse.Namespace, info: ModelInfo) -> tuple[str, str | None, int | None, str]:
     """Data set, root, class count and split: the flags, else the checkpoint's training config."""
     cfg = info.config or {}
     data = args.data or cfg.get("data")
@@ -108,8 +117,10 @@ def _data_args(args: argparse.Namespace, info: ModelInfo) -> tuple[str, str | No
             args.split or (cfg.get("val_split") if same else None) or "val")
 
 
-def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: dict, skipped: list) -> dict:
+def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: dict, skipped: list,
+             names: list[str], runtime: dict) -> dict:
     data, data_root, _, split = data_args
+    keys = unique_names(names, info.classes)
     return {
         "source": str(args.source), "checkpoint": info.checkpoint, "model_name": info.model_name,
         "epoch": info.extra.get("epoch"), "ema": bool(args.ema), "data": data, "data_root": data_root,
@@ -119,43 +130,115 @@ def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: d
                           "interpolation": args.interpolation or info.interpolation, "mean": list(info.mean),
                           "std": list(info.std)},
         "top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "num_images": res["num_images"],
+        "no_flip": res.get("no_flip"), "runtime": runtime,
         "skipped": len(skipped), "skipped_images": [item.to_dict() for item in skipped],
+        "class_names": names,
+        "most_confused": most_confused_pairs(res["confusion"], keys, _PAIRS),
+        "per_class_accuracy": per_class_by_name(keys, res["per_class_acc"], res["per_class_count"]),
         "per_class_acc": [None if isinstance(v, float) and math.isnan(v) else v for v in res["per_class_acc"]],
     }
+
+
+def _runtime(args: argparse.Namespace, device: torch.device, wall_s: float, n: int) -> dict:
+    """Where and how fast the evaluation ran (``metrics.json``'s ``runtime``)."""
+    return {"device": str(device), "cpu_isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "precision": args.amp if args.amp != "none" else "fp32", "runtime": getattr(args, "runtime", "eager"),
+            "wall_s": wall_s, "images_per_s": n / max(wall_s, 1e-9)}
+
+
+def _class_names(info: ModelInfo, dataset: Any) -> list[str]:
+    """The checkpoint's class names, else (when it stored none) the data set's."""
+    names = info.class_names
+    data_names = [str(c) for c in getattr(dataset, "class_names", None) or []]
+    if names == [f"class_{i}" for i in range(len(names))] and len(data_names) == len(names):
+        return data_names
+    return names
+
+
+def _write_outputs(out: Path, summary: dict, res: dict, names: list[str], dataset: Any) -> list[Path]:
+    """metrics.json, the per-class, confusion and prediction CSVs and the confusion figure
+    (all classes when there are at most 30, else those of the most-confused pairs)."""
+    written = [atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n"),
+               save_per_class_csv(out / "per_class_accuracy.csv", names, res["per_class_acc"], res["per_class_count"]),
+               save_confusion_csv(out / "confusion_matrix.csv", res["confusion"], names)]
+    image_names = list(getattr(dataset, "image_names", None) or [f"#{i}" for i in range(len(dataset))])
+    written.append(save_predictions_csv(out / "predictions.csv", image_names, list(dataset.targets),
+                                        res["predictions"], res["confidence"]))
+    short = [short_name(n) for n in names]
+    if len(names) <= _LABELLED:
+        written.append(plot_confusion_matrix(out / "confusion_matrix.png", res["confusion"], short))
+    else:
+        pairs = summary["most_confused"]
+        subset = list(dict.fromkeys(i for p in pairs for i in (p["true"], p["predicted"])))
+        written.append(plot_confusion_matrix(
+            out / "confusion_matrix.png", res["confusion"], short, subset=subset or [0],
+            title=f"the {len(subset)} classes of the {len(pairs)} most-confused pairs of {len(names)} "
+                  f"(row-normalized over each class's images)"))
+    return written
+
+
+def _print_results(info: ModelInfo, args: argparse.Namespace, data_args: tuple, summary: dict,
+                   skipped: list, written: list[Path]) -> None:
+    print(f"model:  {info.model_name} ({args.source})")
+    print(f"data:   {data_args[0]} / {data_args[3]} ({summary['num_images']} images, {info.num_classes} classes)")
+    print(f"top-1:  {summary['top1']:.2f} %" + (" (flip averaging)" if args.tta_hflip else ""))
+    print(f"top-5:  {summary['top5']:.2f} %" + (" (flip averaging)" if args.tta_hflip else ""))
+    if summary.get("no_flip"):
+        print(f"without flip averaging: top-1 {summary['no_flip']['top1']:.2f} %, top-5 "
+              f"{summary['no_flip']['top5']:.2f} %")
+    print(f"loss:   {summary['loss']:.4f}")
+    print(f"images: {summary['num_images']} ({summary['runtime']['images_per_s']:.0f} images/s, "
+          f"{summary['runtime']['wall_s']:.1f} s)")
+    print(f"skipped: {len(skipped)} unreadable image(s)" + (" (listed in metrics.json)" if skipped else ""))
+    print(format_pairs(summary["most_confused"]))
+    print(f"wrote:  {', '.join(str(p) for p in written)}")
+
+
+def _eager_or_none(model: Any) -> Any:
+    """The PyTorch model behind ``model`` for the report's attention overlays; None for an ONNX file."""
+    try:
+        return eager_model_of(model)
+    except UsageError:
+        return None
+
+
+def format_pairs(pairs: list[dict]) -> str:
+    """The most-confused pairs as lines ``true -> predicted: count (rate of the true class)``."""
+    if not pairs:
+        return "most-confused pairs: none (no image was misclassified)"
+    width = max(len(short_name(p["true_name"])) for p in pairs)
+    lines = ["most-confused pairs (true -> predicted: images, share of the true class's images):"]
+    lines += [f"  {short_name(p['true_name']):<{width}} -> {short_name(p['predicted_name'])}: {p['count']} "
+              f"({p['rate']:.1f}%)" for p in pairs]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab evaluate`` with parsed arguments; returns the exit code."""
     device = resolve_device(args.device)
     model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
-    data_args = _data_args(args, info)
+    data_args = data_args_of(args, info)
     with contextlib.nullcontext() if args.skip_corrupt else skip_hint():
-        dataset = _eval_dataset(args, info, *data_args)
+        dataset = eval_dataset(args, info, *data_args)
         loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
+        t0 = time.perf_counter()
         res = evaluate_model(model, loader, None, device=device, amp_dtype=_AMP[args.amp],
                              max_batches=args.max_batches, progress=not args.no_progress,
-                             num_classes=info.num_classes, tta_hflip=args.tta_hflip)
+                             num_classes=info.num_classes, tta_hflip=args.tta_hflip, keep_predictions=True)
+        runtime = _runtime(args, device, time.perf_counter() - t0, res["num_images"])
     skipped = list(getattr(dataset, "skipped_images", []))
-    out = ensure_dir(Path(args.out) if args.out else Path(args.source) / "eval" if info.kind == "run"
-                     else Path("eval"), "output folder")
-    names = info.class_names
-    data_names = [str(c) for c in getattr(dataset, "class_names", None) or []]
-    if names == [f"class_{i}" for i in range(len(names))] and len(data_names) == len(names):
-        names = data_names  # the checkpoint stored no names: use the data set's
-    metrics_path = atomic_write_text(out / "metrics.json",
-                                     json.dumps(_summary(args, info, data_args, res, skipped), indent=2) + "\n")
-    csv_path = save_per_class_csv(out / "per_class_accuracy.csv", names, res["per_class_acc"], res["per_class_count"])
-    png_path = plot_confusion_matrix(out / "confusion_matrix.png", res["confusion"], names)
-    print(f"model:  {info.model_name} ({args.source})")
-    print(f"data:   {data_args[0]} / {data_args[3]} ({res['num_images']} images, {info.num_classes} classes)")
-    print(f"top-1:  {res['top1']:.2f} %")
-    print(f"top-5:  {res['top5']:.2f} %")
-    print(f"loss:   {res['loss']:.4f}")
-    print(f"images: {res['num_images']}")
-    print(f"skipped: {len(skipped)} unreadable image(s)" + (" (listed in metrics.json)" if skipped else ""))
-    print(f"wrote:  {metrics_path}, {csv_path}, {png_path}")
+    run_dir = Path(args.source) if info.kind == "run" else None
+    out = ensure_dir(Path(args.out) if args.out else run_dir / "eval" if run_dir else Path("eval"), "output folder")
+    names = _class_names(info, dataset)
+    summary = _summary(args, info, data_args, res, skipped, names, runtime)
+    _print_results(info, args, data_args, summary, skipped, _write_outputs(out, summary, res, names, dataset))
     if args.show > 0:
         print(_examples(model, dataset, names, args.show, device, args.tta_hflip))
+    if not args.no_report:
+        page = (run_dir if run_dir is not None and not args.out else out) / "report.html"
+        path = write_report(page, eval_dir=out, dataset=dataset, model=_eager_or_none(model), info=info,
+                            run_dir=run_dir)
+        print(f"report: {path}")
     report_skipped(skipped, len(dataset) + len(skipped))
     return 0
 

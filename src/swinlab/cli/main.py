@@ -29,6 +29,7 @@ __all__ = ["build_parser", "main", "COMMANDS"]
 COMMANDS = {
     "train": "train a model from a recipe (or resume / extend a run)",
     "evaluate": "top-1/top-5/loss, per-class accuracy and confusion matrix on a data split",
+    "report": "a run's report page (report.html): curves, accuracy, best/worst and confused classes, examples",
     "predict": "top-k classes of images (table or JSON), optional attention maps",
     "features": "pooled image embeddings (N, C) to .npy or .safetensors",
     "models": "list the model zoo",

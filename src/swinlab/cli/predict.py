@@ -18,9 +18,10 @@ from ..data.images import SkippedInput, expand_inputs, open_image, spec_display_
 from ..inference.attention import attention_maps, denormalize
 from ..inference.loading import eval_transform_for
 from ..inference.predict import predict
+from ..inference.reports import short_name
 from ..plots import save_attention_figure
 from ..training.distributed import resolve_device
-from .common import add_source_args, positive_int, short_name
+from .common import add_source_args, positive_int
 from .inputs import add_input_args, check_some_read, report_skipped, skip_hint
 from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
 

@@ -33,7 +33,9 @@ examples:
 
 --config takes a JSON file or a built-in recipe name. Ctrl-C (or SIGTERM) saves the state at the current step;
 --resume continues exactly there. Writes RUN/{config.json, last.pt, best.pt, metrics.jsonl, metrics.csv,
-metrics_steps.csv, tb/, curves.png[, export/]}.
+metrics_steps.csv, tb/, curves.png[, export/]}, then evaluates best.pt on the val split into RUN/eval/ and
+writes RUN/report.html (--no-report: not). A progress bar on a terminal; otherwise (a log file) one line
+every --progress-interval-s seconds.
 """
 
 # fields that are not flags: nested objects and lists go through --set
@@ -130,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(_report(result))
     sys.stdout.flush()
+    if cfg.report and not result["interrupted"] and result["history"]:
+        from .report import report_run
+
+        report_run(result["run_dir"], device=cfg.device, batch_size=cfg.eval_batch_size or cfg.batch_size,
+                   max_batches=cfg.max_val_batches, tta_hflip=cfg.tta_hflip, progress=cfg.progress)
     return {"SIGINT": 130, "SIGTERM": 143}.get(result["interrupted"] or "", 0)
 
 

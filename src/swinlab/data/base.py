@@ -11,6 +11,8 @@ stands in for another. The dropped files are listed with their reasons in
 from __future__ import annotations
 
 import os
+import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
@@ -19,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CorruptImageError, DataError, InputNotFoundError, InvalidInputError, UsageError
+from ..io.progress import bars_shown, progress_bar
 from .decode import DATASET_MAX_PIXELS, decode_image
 from .images import SkippedInput
 from .sources import Source
@@ -214,18 +217,15 @@ class ImageDataset(Dataset):
             return errs
 
         starts = range(0, n, chunk)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n, desc=f"decoding {os.path.basename(str(self.source_path))}", unit="img")
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for start, errs in zip(starts, pool.map(work, starts)):
-                bad.extend(errs)
-                if bar is not None:
+        name = os.path.basename(str(self.source_path))
+        t0 = time.time()
+        with progress_bar(progress, total=n, desc=f"decoding {name}", unit="img") as bar:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for start, errs in zip(starts, pool.map(work, starts)):
+                    bad.extend(errs)
                     bar.update(min(chunk, n - start))
-        if bar is not None:
-            bar.close()
+        if progress and not bars_shown():  # a log file gets one line instead of the bar
+            print(f"decoded {n} images of {name} in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
         if bad and not self.skip_corrupt:
             raise bad[0][1]
         return bad

@@ -25,7 +25,8 @@ from torch import nn
 from ..models.swin import SwinTransformer, window_reverse
 from ..models.vit import VisionTransformer
 
-__all__ = ["windows_to_map", "swin_attention_maps", "vit_attention_maps", "attention_maps", "denormalize"]
+__all__ = ["windows_to_map", "swin_attention_maps", "vit_attention_maps", "attention_maps", "last_stage_map",
+           "denormalize"]
 
 
 def windows_to_map(received: torch.Tensor, H: int, W: int, window_size: int, shift_size: int) -> torch.Tensor:
@@ -155,6 +156,25 @@ def attention_maps(model: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
         raise TypeError(f"attention maps need a SwinTransformer or VisionTransformer, got {type(model).__name__}")
     _, attns = model.forward_attention(image)
     return to_maps(model, attns, hw)
+
+
+def last_stage_map(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The attention map of the last stage for one preprocessed image: for
+    Swin, the mean of the maps of the last stage's blocks (all on its token
+    grid); for ViT, the last block's map.
+
+    Args:
+        model, image: as :func:`attention_maps` (normalized float ``(3, H, W)``).
+
+    Returns:
+        ``(h, w)`` float32 on the CPU.
+
+    Raises:
+        TypeError / ValueError: as :func:`attention_maps`.
+    """
+    maps = attention_maps(model, image)
+    n_last = len(model.layers[-1].blocks) if isinstance(model, SwinTransformer) else 1
+    return torch.stack(maps[-n_last:]).mean(dim=0)
 
 
 def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -15,11 +15,11 @@ from typing import Union
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.decode import DEFAULT_MAX_PIXELS
 from ..data.images import SkippedInput, open_image
 from ..errors import CorruptImageError, InvalidInputError, UsageError
+from ..io.progress import progress_bar
 from .loading import ModelInfo, eval_transform_for
 
 __all__ = [
@@ -133,7 +133,7 @@ def _forward_batches(
     device = _model_device(model)
     transform = eval_transform_for(info)
     chunks = []
-    with tqdm(total=len(images), unit="img", disable=not progress, desc="images") as bar:
+    with progress_bar(progress, total=len(images), unit="img", desc="images") as bar:
         for start, batch in iter_batches(images, batch_size):
             tensors = _load_batch(batch, start, skipped, max_pixels)
             if tensors:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import DownloadError, InputNotFoundError, InvalidInputError, UsageError
 from .files import atomic_write
+from .progress import progress_bar
 
 __all__ = ["cache_dir", "file_digest", "download_file", "download_to_cache"]
 
@@ -66,10 +67,8 @@ def _fetch(url: str, out, timeout: float, progress: bool, hashers: list) -> None
         raise DownloadError(f"cannot download {url}: {getattr(err, 'reason', err)}") from None
     with response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {Path(url).name}",
-                  disable=not progress) as bar:
+        with progress_bar(progress, total=total, unit="B", unit_scale=True,
+                          desc=f"downloading {Path(url).name}") as bar:
             while block := response.read(_CHUNK):
                 out.write(block)
                 for h in hashers:

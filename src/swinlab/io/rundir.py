@@ -10,7 +10,9 @@ A run folder (``runs/NAME``) holds::
     tb/                  TensorBoard events
     curves.png           loss / lr / accuracy curves
     export/              save_pretrained copy of the model (``--export``)
-    eval/                reports of ``swinlab evaluate``
+    eval/                reports of ``swinlab evaluate`` (metrics.json, per-class, confusion and prediction CSVs,
+                         confusion_matrix.png)
+    report.html          the run report (``swinlab report``; also written by train and evaluate)
     train.lock           held by the training process that owns the folder
 
 :class:`RunDir` names these files, says which one is the model

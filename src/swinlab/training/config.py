@@ -127,7 +127,12 @@ class TrainConfig:
     resume: str | None = _f(None, "run folder (or its last.pt) to continue, in that folder")
     overwrite: bool = _f(False, "start afresh in a run folder that already holds a checkpoint")
     export: bool = _f(False, "export the best weights to RUN/export (save_pretrained)")
-    progress: bool = _f(True, "progress bars")
+    progress: bool = _f(True, "progress bars on a terminal; in a log file (not a terminal) one progress line "
+                              "every progress_interval_s seconds instead")
+    progress_interval_s: float = _f(30.0, "seconds between the progress lines printed when the output is not a "
+                                          "terminal (at most one per log_every steps; 0: every log_every steps)")
+    report: bool = _f(True, "at the end of 'swinlab train': evaluate best.pt on the val split into RUN/eval and "
+                            "write the run report RUN/report.html (the Python train() does not)")
     tensorboard: bool = _f(True, "TensorBoard events in RUN/tb")
     plots: bool = _f(True, "draw RUN/curves.png")
     log_every: int = _f(20, "log train loss and lr every N optimizer steps (metrics_steps.csv, TensorBoard)")
@@ -208,6 +213,7 @@ def _validate_ranges(cfg: TrainConfig, source: str) -> None:
         ("clip_grad", cfg.clip_grad is None or cfg.clip_grad > 0, "null or a positive max norm"),
         ("ema_decay", cfg.ema_decay is None or 0.0 < cfg.ema_decay < 1.0, "null or a decay in (0, 1)"),
         ("time_budget_min", cfg.time_budget_min is None or cfg.time_budget_min > 0, "null or positive minutes"),
+        ("progress_interval_s", cfg.progress_interval_s >= 0, "a number of seconds >= 0"),
         ("drop_path_rate", cfg.drop_path_rate is None or 0.0 <= cfg.drop_path_rate < 1.0, "null or a rate in [0, 1)"),
         ("holdout_fraction", cfg.holdout_fraction is None or 0.0 < cfg.holdout_fraction < 1.0,
          "null or a fraction in (0, 1)"),

@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from .. import data
 from ..errors import CheckpointError, ConfigError, DivergedError, UsageError
+from ..io.progress import bars_shown, progress_bar
 from ..io.rundir import RunDir
 from ..memory import tune_cpu_allocator
 from ..version import __version__
@@ -181,6 +181,7 @@ class Run:
     train_time_s: float = 0.0
     resumed_from: dict[str, int] | None = None
     last_log: tuple[float, float] = (0.0, 0.0)  # (time, images seen) at the last step row
+    last_line: tuple[float, float] = (0.0, 0.0)  # (time, images seen) at the last progress line (of the epoch)
     epoch_started: float = 0.0
 
     @property
@@ -325,7 +326,8 @@ def _resolved(cfg: TrainConfig, dat: TrainData, model: nn.Module, info: DistInfo
                         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
                         "precision_reason": reason, "cpu_isa": torch.backends.cpu.get_cpu_capability(),
                         "num_classes": dat.num_classes, "device": str(info.device), "swinlab_version": __version__,
-                        "num_params": sum(p.numel() for p in model.parameters())}
+                        "num_params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+                        "train_images": len(dat.train), "val_images": len(dat.val)}
     return out
 
 
@@ -484,10 +486,10 @@ def _train_epoch(run: Run) -> str | None:
         loader = data.build_loader(Subset(run.data.train, todo), cfg.batch_size, shuffle=False,
                                    num_workers=cfg.num_workers, seed=cfg.seed, drop_last=True)
     run.train_model.train()
-    bar = tqdm(total=run.n_micro, initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch",
-               leave=False, disable=not (cfg.progress and info.is_main), dynamic_ncols=True)
+    bar = progress_bar(cfg.progress and info.is_main, total=run.n_micro, initial=p.batch, unit="batch",
+                       desc=f"epoch {p.epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
     t0, seen0 = time.time(), p.sums[2]
-    run.last_log, run.epoch_started = (t0, seen0), t0
+    run.last_log, run.last_line, run.epoch_started = (t0, seen0), (t0, seen0), t0
     run.optimizer.zero_grad(set_to_none=True)
     try:
         for images, targets in loader:
@@ -554,6 +556,24 @@ def _optimizer_step(run: Run, loss_v: float, size: int) -> None:
     run.step_losses.append(loss_v)
     if run.writer is not None and (p.step % cfg.log_every == 0 or p.step == _ESTIMATE_AFTER):
         _log_step(run, loss_v, size)
+    if p.step % cfg.log_every == 0 and cfg.progress and run.info.is_main and not bars_shown():
+        _progress_line(run, loss_v)
+
+
+def _progress_line(run: Run, loss_v: float) -> None:
+    """Instead of the bar when the output is not a terminal: one line (step,
+    loss, lr, images/s since the last line and, with a time budget, the epochs
+    it allows at that speed) every ``progress_interval_s`` seconds of an epoch
+    (the clock restarts with each epoch, after its evaluation)."""
+    p, now = run.progress, time.time()
+    t_prev, seen_prev = run.last_line
+    if now - t_prev < run.cfg.progress_interval_s:
+        return
+    speed = (p.sums[2] - seen_prev) * run.info.world_size / max(now - t_prev, 1e-9)
+    run.last_line = (now, p.sums[2])
+    budget = f" | budget: about {_budget_epochs(run, speed):.1f} epochs" if run.budget.total_s and speed else ""
+    _print(run.info, f"epoch {p.epoch + 1}/{run.cfg.epochs} step {p.step} ({p.batch}/{run.n_micro} batches): loss "
+                     f"{loss_v:.4f} lr {run.scheduler.last_lr:.3g} | {speed:.0f} img/s | {now - run.t_start:.0f}s{budget}")
 
 
 def _log_step(run: Run, loss_v: float, size: int) -> None:
@@ -566,10 +586,16 @@ def _log_step(run: Run, loss_v: float, size: int) -> None:
     run.writer.log_step({"step": p.step, "epoch_frac": p.epoch + p.batch / run.n_micro, "train_loss": loss_v,
                          "lr": run.scheduler.last_lr, "img_size": size, "images_per_s": speed})
     if p.step == _ESTIMATE_AFTER and run.budget.total_s and speed:
-        left = run.budget.total_s - run.budget.elapsed()
-        n_train = run.n_micro * run.cfg.batch_size * run.info.world_size
-        _print(run.info, f"speed {speed:.0f} images/s: the time budget allows about "
-                         f"{p.epoch + p.batch / run.n_micro + left * speed / n_train:.1f} epochs")
+        _print(run.info, f"speed {speed:.0f} images/s: the time budget allows about {_budget_epochs(run, speed):.1f} "
+                         f"epochs")
+
+
+def _budget_epochs(run: Run, speed: float) -> float:
+    """Epochs the time budget allows at ``speed`` images/s: done so far plus what the time left holds."""
+    p = run.progress
+    left = run.budget.total_s - run.budget.elapsed()
+    n_train = run.n_micro * run.cfg.batch_size * run.info.world_size
+    return p.epoch + p.batch / run.n_micro + left * speed / n_train
 
 
 # ---------------------------------------------------------------------- epoch end

@@ -14,9 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
 from ..errors import DataError
+from ..io.progress import progress_bar
 from .metrics import MetricAccumulator
 
 __all__ = ["evaluate_model", "predict_batch"]
@@ -25,10 +24,53 @@ __all__ = ["evaluate_model", "predict_batch"]
 def predict_batch(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_hflip: bool = False) -> torch.Tensor:
     """Logits ``(B, C)`` float32 of a preprocessed batch ``(B, 3, S, S)``;
     with ``tta_hflip`` the mean of the logits of ``x`` and of ``x`` mirrored."""
-    logits = model(x).float()
-    if tta_hflip:
-        logits = (logits + model(x.flip(-1)).float()) / 2
-    return logits
+    return _logits(model, x, tta_hflip)[1]
+
+
+def _logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+            tta_hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits of x, logits used)`` ``(B, C)`` float32: the used ones are the
+    flip average with ``tta_hflip`` (so both are measured in one pass), else the same."""
+    plain = model(x).float()
+    return plain, (plain + model(x.flip(-1)).float()) / 2 if tta_hflip else plain
+
+
+class _Results:
+    """What one evaluation accumulates: the metrics of the logits used, those
+    of the plain logits (with ``tta_hflip``) and, when kept, every image's
+    top-1 class and probability in loader order."""
+
+    def __init__(self, num_classes: int | None, tta_hflip: bool, keep_predictions: bool) -> None:
+        self.num_classes, self.tta_hflip, self.keep = num_classes, tta_hflip, keep_predictions
+        self.acc = self.plain_acc = None
+        self.classes: list[torch.Tensor] = []
+        self.probs: list[torch.Tensor] = []
+
+    def add(self, plain: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.acc is None:
+            if logits.ndim != 2:
+                raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (B, C) logits")
+            c = self.num_classes or logits.shape[1]
+            self.acc = MetricAccumulator(c)
+            self.plain_acc = MetricAccumulator(c) if self.tta_hflip else None
+        self.acc.update(logits, targets)
+        if self.plain_acc is not None:
+            self.plain_acc.update(plain, targets)
+        if self.keep:
+            prob, cls = logits.softmax(dim=1).max(dim=1)
+            self.classes.append(cls.cpu())
+            self.probs.append(prob.cpu())
+
+    def result(self) -> dict[str, Any]:
+        if self.acc is None or self.acc.count == 0:
+            raise DataError("the data split holds no images (or every one was skipped); nothing to evaluate")
+        out = self.acc.compute()
+        if self.plain_acc is not None:
+            plain = self.plain_acc.compute()
+            out["no_flip"] = {k: plain[k] for k in ("top1", "top5", "loss")}
+        if self.keep:
+            out.update(predictions=torch.cat(self.classes), confidence=torch.cat(self.probs))
+        return out
 
 
 def _length(loader: Any, max_batches: int | None) -> int | None:
@@ -49,6 +91,7 @@ def evaluate_model(
     progress: bool = True,
     num_classes: int | None = None,
     tta_hflip: bool = False,
+    keep_predictions: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a classifier on a loader (eval mode, ``torch.inference_mode``).
 
@@ -64,12 +107,17 @@ def evaluate_model(
         max_batches: stop after this many batches (None: all).
         progress: show a tqdm bar.
         num_classes: C; default: the width of the first logits.
-        tta_hflip: average the logits of each image and its mirror image.
+        tta_hflip: average the logits of each image and its mirror image; the
+            metrics without the average are measured in the same pass.
+        keep_predictions: also return every image's top-1 class and probability.
 
     Returns:
         :meth:`MetricAccumulator.compute`'s dict with ``top1``, ``top5``
         (percent), ``loss`` (nats), ``num_images``, ``per_class_acc``,
-        ``per_class_count``, ``confusion``.
+        ``per_class_count``, ``confusion``; with ``tta_hflip`` also
+        ``no_flip``: ``{"top1", "top5", "loss"}`` of the plain logits; with
+        ``keep_predictions`` also ``predictions`` (int64 ``(N,)``) and
+        ``confidence`` (float32 ``(N,)``, softmax probability), in loader order.
 
     Raises:
         ValueError: an empty loader, logits of the wrong shape, targets out of
@@ -81,9 +129,9 @@ def evaluate_model(
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
-    acc = MetricAccumulator(num_classes) if num_classes else None
+    results = _Results(num_classes, tta_hflip, keep_predictions)
     autocast = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    bar = tqdm(total=_length(loader, max_batches), desc="evaluate", unit="batch", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=_length(loader, max_batches), desc="evaluate", unit="batch", leave=False)
     try:
         with torch.inference_mode(), autocast:
             for i, (images, targets) in enumerate(loader):
@@ -91,17 +139,10 @@ def evaluate_model(
                     break
                 images = images.to(device, non_blocking=True)
                 x = eval_transform(images) if eval_transform is not None else images
-                logits = predict_batch(model, x, tta_hflip)
-                if acc is None:
-                    if logits.ndim != 2:
-                        raise ValueError(f"the model returned shape {tuple(logits.shape)}, expected (B, C) logits")
-                    acc = MetricAccumulator(logits.shape[1])
-                acc.update(logits, torch.as_tensor(targets).to(device=device, dtype=torch.long))
+                results.add(*_logits(model, x, tta_hflip), torch.as_tensor(targets).to(device=device, dtype=torch.long))
                 bar.update(1)
     finally:
         bar.close()
         if isinstance(model, nn.Module):
             model.train(was_training)
-    if acc is None or acc.count == 0:
-        raise DataError("the data split holds no images (or every one was skipped); nothing to evaluate")
-    return acc.compute()
+    return results.result()
