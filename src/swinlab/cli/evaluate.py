@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ..training.distributed import resolve_device
 from ..training.evaluation import evaluate_model, predict_batch
 from .common import add_source_args, fraction, positive_int, short_name
 from .inputs import add_input_args, report_skipped, skip_hint
-from .runtime_args import add_runtime_args, load_for_runtime
+from .runtime_args import add_runtime_args, load_for_runtime, runtime_label
 
 __all__ = ["register", "run"]
 
@@ -39,7 +40,8 @@ The data set, its class subset and the preprocessing default to those stored in 
 (its training config and augmentation settings); flags override them. Writes metrics.json,
 per_class_accuracy.csv and confusion_matrix.png into --out (default: SOURCE/eval for a run folder).
 """
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the deprecated ``--amp`` values and the ``--precision`` each stands for.
+_AMP = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
 
 def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
@@ -56,7 +58,8 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers (default: 0)")
     p.add_argument("--max-batches", type=positive_int, help="stop after N batches (quick checks)")
     p.add_argument("--out", help="output folder (default: SOURCE/eval for a run folder, else ./eval)")
-    p.add_argument("--amp", choices=tuple(_AMP), default="none", help="autocast dtype (default: none)")
+    p.add_argument("--amp", choices=tuple(_AMP),
+                   help="deprecated alias of --precision (none = fp32, bf16, fp16); still accepted")
     p.add_argument("--img-size", type=positive_int, help="override the eval input size [pixels]")
     p.add_argument("--crop-ratio", type=fraction, help="override the eval centre-crop ratio (0, 1]")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), help="override the resize mode")
@@ -124,15 +127,31 @@ def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: d
     }
 
 
+def _amp_alias(args: argparse.Namespace) -> None:
+    """``--amp X`` -> ``--precision``'s value (a note on stderr).
+
+    Raises:
+        UsageError: ``--amp`` and ``--precision`` both given and different.
+    """
+    if args.amp is None:
+        return
+    wanted = _AMP[args.amp]
+    if args.precision not in (None, wanted):
+        raise UsageError(f"--amp {args.amp} and --precision {args.precision} disagree; use --precision only")
+    print(f"note: --amp is deprecated, use --precision {wanted}", file=sys.stderr)
+    args.precision = wanted
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab evaluate`` with parsed arguments; returns the exit code."""
     device = resolve_device(args.device)
-    model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
+    _amp_alias(args)
+    model, info = load_for_runtime(args, device)  # --runtime, --precision, --int8
     data_args = _data_args(args, info)
     with contextlib.nullcontext() if args.skip_corrupt else skip_hint():
         dataset = _eval_dataset(args, info, *data_args)
         loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
-        res = evaluate_model(model, loader, None, device=device, amp_dtype=_AMP[args.amp],
+        res = evaluate_model(model, loader, None, device=device,
                              max_batches=args.max_batches, progress=not args.no_progress,
                              num_classes=info.num_classes, tta_hflip=args.tta_hflip)
     skipped = list(getattr(dataset, "skipped_images", []))
@@ -143,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     if names == [f"class_{i}" for i in range(len(names))] and len(data_names) == len(names):
         names = data_names  # the checkpoint stored no names: use the data set's
     metrics_path = atomic_write_text(out / "metrics.json",
-                                     json.dumps(_summary(args, info, data_args, res, skipped), indent=2) + "\n")
+                                     json.dumps({**_summary(args, info, data_args, res, skipped),
+                                                 "runtime": runtime_label(model)}, indent=2) + "\n")
     csv_path = save_per_class_csv(out / "per_class_accuracy.csv", names, res["per_class_acc"], res["per_class_count"])
     png_path = plot_confusion_matrix(out / "confusion_matrix.png", res["confusion"], names)
     print(f"model:  {info.model_name} ({args.source})")

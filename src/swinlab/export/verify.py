@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import RunError
 
-__all__ = ["FP32_TOLERANCE", "INT8_MIN_COSINE", "VerificationError", "VerifyReport", "verify_outputs"]
+__all__ = ["FP32_TOLERANCE", "INT8_MIN_COSINE", "VerificationError", "VerifyReport", "verify_outputs", "verify_on_images"]
 
 #: default max |exported - eager| of fp32 logits.
 FP32_TOLERANCE = 1e-4
@@ -119,13 +119,53 @@ def verify_outputs(
     for b in batch_sizes:
         x = torch.randn(b, 3, int(img_hw[0]), int(img_hw[1]), generator=gen)
         ref = reference(x.to(device)).float().cpu()
-        out = torch.as_tensor(candidate(x)).float().cpu()
-        if out.shape != ref.shape:
-            raise RunError(f"{runtime} returned shape {tuple(out.shape)} at batch {b}, PyTorch {tuple(ref.shape)}")
-        diff = (out - ref).abs().max()
-        report.max_abs_diff.append(float(diff) if torch.isfinite(diff) else float("nan"))
-        report.cosine.append(float(F.cosine_similarity(out, ref, dim=1).min()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        agree += _compare(report, ref, candidate(x), b)
         total += b
     report.top1_agreement = agree / max(total, 1)
+    return report
+
+
+def _compare(report: VerifyReport, ref: torch.Tensor, candidate_out: object, b: int) -> int:
+    """Add one batch's max |diff| and lowest cosine to ``report``; returns its top-1 agreements.
+
+    Raises:
+        RunError: the candidate returned a shape other than the reference's.
+    """
+    out = torch.as_tensor(candidate_out).float().cpu()
+    if out.shape != ref.shape:
+        raise RunError(f"{report.runtime} returned shape {tuple(out.shape)} at batch {b}, PyTorch {tuple(ref.shape)}")
+    diff = (out - ref).abs().max()
+    report.max_abs_diff.append(float(diff) if torch.isfinite(diff) else float("nan"))
+    report.cosine.append(float(F.cosine_similarity(out, ref, dim=1).min()))
+    return int((out.argmax(1) == ref.argmax(1)).sum())
+
+
+@torch.no_grad()
+def verify_on_images(
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    runtime: str,
+    int8: bool = True,
+    batch_size: int = 16,
+    tolerance: float = FP32_TOLERANCE,
+    min_cosine: float = INT8_MIN_COSINE,
+) -> VerifyReport:
+    """:func:`verify_outputs` for callables on given images ``(n, 3, H, W)``
+    (preprocessed, or random ones drawn by the caller), in batches of
+    ``batch_size``; ``reference`` need not be an ``nn.Module`` (e.g. an
+    OpenVINO fp32 graph).
+
+    Returns:
+        the :class:`VerifyReport` (check ``.ok``).
+
+    Raises:
+        RunError: the candidate returned a shape other than the reference's.
+    """
+    sizes = [len(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    report = VerifyReport(runtime, sizes, int8=int8, tolerance=tolerance, min_cosine=min_cosine)
+    agree = sum(_compare(report, torch.as_tensor(reference(images[i:i + batch_size])).float().cpu(),
+                         candidate(images[i:i + batch_size]), b)
+                for i, b in zip(range(0, len(images), batch_size), sizes))
+    report.top1_agreement = agree / max(len(images), 1)
     return report
