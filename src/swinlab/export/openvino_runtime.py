@@ -23,6 +23,7 @@ it for OpenVINO's CPU plugin with
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -42,29 +43,27 @@ OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 _CHECK_SEED = 0  # the random inputs of swinlab.export.verify.verify_outputs
 
 
-def import_openvino() -> Any:
-    """The ``openvino`` module.
+def _import(module: str, what: str) -> Any:
+    """``importlib.import_module(module)``.
 
     Raises:
-        UsageError: it is not installed (names the extra to install).
+        UsageError: it is not installed (``what`` needs it; names the extra to install).
     """
     try:
-        import openvino
+        return importlib.import_module(module)
     except ImportError:
-        raise UsageError("OpenVINO is not installed: pip install -e '.[export]' (or pip install openvino)") from None
-    return openvino
+        raise UsageError(f"{what}: pip install -e '.[export]' (or pip install {module})") from None
+
+
+def import_openvino() -> Any:
+    """The ``openvino`` module (UsageError naming the extra when it is not installed)."""
+    return _import("openvino", "OpenVINO is not installed")
 
 
 def import_nncf() -> Any:
-    """The ``nncf`` module (OpenVINO's int8 quantization), its log quietened to errors.
-
-    Raises:
-        UsageError: it is not installed (names the extra to install).
-    """
-    try:
-        import nncf
-    except ImportError:
-        raise UsageError("OpenVINO int8 needs NNCF: pip install -e '.[export]' (or pip install nncf)") from None
+    """The ``nncf`` module (OpenVINO's int8 quantization), its log quietened to errors
+    (UsageError naming the extra when it is not installed)."""
+    nncf = _import("nncf", "OpenVINO int8 needs NNCF, which is not installed")
     nncf.set_log_level(logging.ERROR)
     return nncf
 
