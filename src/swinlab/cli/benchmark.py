@@ -9,9 +9,9 @@ with the figures. Inputs are random (speed does not depend on them).
 examples:
   swinlab benchmark swin_tiny_patch4_window7_224 --batch-sizes 1 8 32 --threads 2
   swinlab benchmark runs/main --runtimes eager onnxruntime onnxruntime-int8 --json
-  swinlab benchmark runs/main --batch-sizes 16 --threads 2 \
-      --runtimes eager eager-bf16 onnxruntime-int8-per-token openvino openvino-bf16 openvino-int8 \
-      --agreement-data tiny-imagenet-200.zip::tiny-imagenet-200/val/images \
+  swinlab benchmark runs/main --batch-sizes 16 --threads 2 \\
+      --runtimes eager eager-bf16 onnxruntime-int8-per-token openvino openvino-bf16 openvino-int8 \\
+      --agreement-data tiny-imagenet-200.zip::tiny-imagenet-200/val/images \\
       --calibration tiny-imagenet-200.zip::tiny-imagenet-200/train
 
 With --agreement-data, each row gets its top-1 agreement with eager fp32 on
