@@ -67,8 +67,9 @@ from swinlab.training.setup import cpu_bf16_matrix
 
 DEFAULT_RUNTIMES = ("eager-bf16", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-per-token", "openvino",
                     "openvino-bf16", "openvino-int8", "openvino-int8-bf16")
-#: what ``--runtime auto`` may choose (swinlab.export.choice.auto_runtime), on either CPU class.
-AUTO_CANDIDATES = ("openvino-bf16", "eager-bf16", "onnxruntime-int8-per-token", "openvino", "eager")
+#: what ``--runtime auto`` may choose (swinlab.export.choice.auto_runtime) per CPU class:
+#: with bf16 matrix instructions, and without them.
+AUTO_CANDIDATES = {True: ("openvino-bf16", "eager-bf16"), False: ("onnxruntime-int8-per-token", "openvino", "eager")}
 
 
 def _calibrates(name: str) -> bool:
@@ -158,12 +159,17 @@ def _machine(args: argparse.Namespace) -> dict:
             "auto_with_calibration": choice.name, "auto_why": why, "auto_without_calibration": auto_runtime(False)[0].name}
 
 
-def _print_accuracy(acc: dict, label: str) -> None:
+def _print_accuracy(acc: dict, label: str, bf16: bool) -> None:
+    """The accuracy table; ``auto``'s candidates on this CPU class (``bf16``) are tagged and checked."""
     print(f"accuracy{label} ({acc['images']} Tiny ImageNet val images, {acc['model']} from {acc['source']}, "
           f"{acc['seconds']:.0f} s):")
+    candidates = [n for n in AUTO_CANDIDATES[bf16] if n in acc["agreement"]]
     for name in acc["top1"]:
-        tag = "  (auto may choose)" if name in AUTO_CANDIDATES else ""
+        tag = "  (auto may choose it on this CPU class)" if name in candidates else ""
         print(f"  {name:<28} top-1 {acc['top1'][name]:6.2f}%  agreement with eager fp32 {acc['agreement'][name]:6.2f}%{tag}")
+    low = [n for n in candidates if acc["agreement"][n] < 100 * MIN_AGREEMENT]
+    print(f"auto's candidates measured here ({', '.join(candidates) or 'none'}): "
+          f"{'all' if not low else 'NOT all'} >= {100 * MIN_AGREEMENT:g}% agreement{' (below: ' + ', '.join(low) + ')' if low else ''}")
 
 
 def _print_speed(sp: dict, acc: dict | None, label: str) -> dict:
@@ -217,7 +223,7 @@ def main() -> None:
     acc = None
     if not args.skip_accuracy:
         acc = out["accuracy"] = accuracy_part(args)
-        _print_accuracy(acc, label)
+        _print_accuracy(acc, label, bool(m["bf16_matrix"]))
     if not args.skip_speed:
         out["speed"] = speed_part(args)
         out["fastest_agreeing"] = _print_speed(out["speed"], acc, label)

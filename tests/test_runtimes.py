@@ -360,3 +360,21 @@ def test_build_runtime_builds_every_named_runtime(micro, inputs):
         assert getattr(runner, "runtime_label", "eager") == name
         with torch.inference_mode():
             assert float(F.cosine_similarity(runner(inputs), ref, dim=1).min()) >= 0.99
+
+
+def test_exported_file_in_openvino_from_the_command_line(tiny_run, capsys, tmp_path):
+    """An ``.onnx`` SOURCE from ``swinlab export`` runs in OpenVINO (fp32, bf16, NNCF int8 on --calibration)
+    with the class names of its metadata, as it runs in ONNX Runtime."""
+    pytest.importorskip("nncf")
+    run, imgs = str(tiny_run["run"]), tiny_run["images"]
+    path = tmp_path / "tiny.onnx"
+    assert main(["export", run, "--format", "onnx", "--out", str(path)]) == 0
+    capsys.readouterr()
+    ort, _ = _predict(capsys, [str(path), imgs])
+    for argv, tol in ((["--runtime", "openvino"], 1e-4), (["--runtime", "openvino", "--precision", "bf16"], 0.02),
+                      (["--runtime", "openvino", "--int8", "--calibration", imgs], 0.05)):
+        out, _ = _predict(capsys, [str(path), imgs, *argv])
+        assert {p["class"] for r in out for p in r["predictions"]} <= {"zero", "one", "two"}
+        _close(ort, out, tol)
+    assert main(["predict", str(path), imgs, "--runtime", "onnxruntime", "--precision", "bf16"]) == 2
+    assert "use --runtime openvino for bf16" in capsys.readouterr().err

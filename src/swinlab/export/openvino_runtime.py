@@ -23,9 +23,11 @@ it for OpenVINO's CPU plugin with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,8 @@ class OpenVinoModel(ExportedModel):
         images = calibration.detach().to("cpu", torch.float32).contiguous()
         dataset = nncf.Dataset([images[i:i + 1].numpy() for i in range(len(images))])
         fp32 = self.core.compile_model(graph, "CPU", {**self.config, "INFERENCE_PRECISION_HINT": "f32"})
-        quantized = nncf.quantize(graph, dataset, subset_size=len(images))
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout stays the command's own
+            quantized = nncf.quantize(graph, dataset, subset_size=len(images))
         check = self.core.compile_model(quantized, "CPU", self.config)
         rand = torch.randn(4, *images.shape[1:], generator=torch.Generator().manual_seed(_CHECK_SEED))
         report = verify_on_images(lambda x: _infer(fp32, x), lambda x: _infer(check, x), rand, "OpenVINO int8",
