@@ -13,8 +13,9 @@ The ``auto`` rule, derived from ``swinlab benchmark --agreement-data`` and
 in ``benchmarks/RESULTS_deploy.md``), per CPU class
 (:func:`swinlab.training.setup.cpu_bf16_matrix`):
 
-* bf16 matrix instructions (AMX or AVX512-BF16): OpenVINO bf16 (issue 24's
-  probe on AMX: 2.97x eager fp32, eager bf16 2.29x, the fastest int8 1.53x),
+* bf16 matrix instructions (AMX or AVX512-BF16): OpenVINO bf16 (99.33% top-1
+  agreement with eager fp32 on the main job's model; issue 24's probe on AMX:
+  2.97x eager fp32, eager bf16 2.29x at 99.12%, the fastest int8 1.53x at 98%),
   eager bf16 where OpenVINO is not installed;
 * none: ONNX Runtime per-token int8 (GPTQ on ``--calibration`` images;
   99.2-99.3% agreement and 1.74-1.84x eager fp32 on an AVX512-VNNI CPU in
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 
