@@ -378,3 +378,17 @@ def test_exported_file_in_openvino_from_the_command_line(tiny_run, capsys, tmp_p
         _close(ort, out, tol)
     assert main(["predict", str(path), imgs, "--runtime", "onnxruntime", "--precision", "bf16"]) == 2
     assert "use --runtime openvino for bf16" in capsys.readouterr().err
+
+
+def test_openvino_int8_check_refuses_a_graph_that_disagrees(micro, monkeypatch):
+    """The int8 check can fail: NNCF made to return another model's graph -> VerificationError, no model."""
+    nncf = pytest.importorskip("nncf")
+    from swinlab.export.verify import VerificationError
+
+    model, info = micro
+    torch.manual_seed(5)
+    other = OpenVinoModel.from_model(create_model(MODEL, num_classes=200).eval(), info)
+    wrong = other.core.read_model(str(other.path))
+    monkeypatch.setattr(nncf, "quantize", lambda graph, dataset, **kw: wrong)
+    with pytest.raises(VerificationError, match="OpenVINO int8 and OpenVINO fp32 logits .* is below 0.99"):
+        OpenVinoModel.from_model(model, info, int8=True, calibration=torch.randn(2, 3, 64, 64))

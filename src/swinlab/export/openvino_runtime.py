@@ -154,7 +154,7 @@ class OpenVinoModel(ExportedModel):
         check = self.core.compile_model(quantized, "CPU", self.config)
         rand = torch.randn(4, *images.shape[1:], generator=torch.Generator().manual_seed(_CHECK_SEED))
         report = verify_on_images(lambda x: _infer(fp32, x), lambda x: _infer(check, x), rand, "OpenVINO int8",
-                                  batch_size=3)
+                                  batch_size=3, reference_name="OpenVINO fp32")
         if not report.ok:
             raise VerificationError(f"OpenVINO int8 of {self.path.name}: {report.failure()}")
         self.int8_report = report

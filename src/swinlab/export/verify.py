@@ -45,6 +45,7 @@ class VerifyReport:
         cosine: per batch, the lowest per-image cosine similarity of the logits.
         top1_agreement: fraction of all images with the same arg-max.
         int8: which check applies. tolerance: fp32 max abs diff. min_cosine: int8 bound.
+        reference: what the outputs were compared with (named in messages).
     """
 
     runtime: str
@@ -55,6 +56,7 @@ class VerifyReport:
     int8: bool = False
     tolerance: float = FP32_TOLERANCE
     min_cosine: float = INT8_MIN_COSINE
+    reference: str = "PyTorch"
 
     @property
     def ok(self) -> bool:
@@ -69,11 +71,11 @@ class VerifyReport:
             return ""
         if self.int8:
             i = min(range(len(self.cosine)), key=lambda k: self.cosine[k] if self.cosine[k] == self.cosine[k] else -2)
-            return (f"cosine similarity of {self.runtime} and PyTorch logits {self.cosine[i]:.6f} at batch "
+            return (f"cosine similarity of {self.runtime} and {self.reference} logits {self.cosine[i]:.6f} at batch "
                     f"{self.batch_sizes[i]} is below {self.min_cosine}")
         i = max(range(len(self.max_abs_diff)),
                 key=lambda k: self.max_abs_diff[k] if self.max_abs_diff[k] == self.max_abs_diff[k] else float("inf"))
-        return (f"max |{self.runtime} - PyTorch| = {self.max_abs_diff[i]:.3g} at batch {self.batch_sizes[i]} "
+        return (f"max |{self.runtime} - {self.reference}| = {self.max_abs_diff[i]:.3g} at batch {self.batch_sizes[i]} "
                 f"exceeds the tolerance {self.tolerance:g}")
 
     def summary(self) -> str:
@@ -81,7 +83,7 @@ class VerifyReport:
         ``batch 1: max |diff| 3.1e-07 ...``."""
         lines = []
         for b, d, c in zip(self.batch_sizes, self.max_abs_diff, self.cosine):
-            lines.append(f"  batch {b:>3}: max |{self.runtime} - PyTorch| = {d:.3g}, min cosine {c:.6f}")
+            lines.append(f"  batch {b:>3}: max |{self.runtime} - {self.reference}| = {d:.3g}, min cosine {c:.6f}")
         if self.int8:
             rule = f"int8: min cosine >= {self.min_cosine}; top-1 agreement {self.top1_agreement:.1%} (not enforced)"
         else:
@@ -133,7 +135,7 @@ def _compare(report: VerifyReport, ref: torch.Tensor, candidate_out: object, b: 
     """
     out = torch.as_tensor(candidate_out).float().cpu()
     if out.shape != ref.shape:
-        raise RunError(f"{report.runtime} returned shape {tuple(out.shape)} at batch {b}, PyTorch {tuple(ref.shape)}")
+        raise RunError(f"{report.runtime} returned shape {tuple(out.shape)} at batch {b}, {report.reference} {tuple(ref.shape)}")
     diff = (out - ref).abs().max()
     report.max_abs_diff.append(float(diff) if torch.isfinite(diff) else float("nan"))
     report.cosine.append(float(F.cosine_similarity(out, ref, dim=1).min()))
@@ -150,6 +152,7 @@ def verify_on_images(
     batch_size: int = 16,
     tolerance: float = FP32_TOLERANCE,
     min_cosine: float = INT8_MIN_COSINE,
+    reference_name: str = "PyTorch",
 ) -> VerifyReport:
     """:func:`verify_outputs` for callables on given images ``(n, 3, H, W)``
     (preprocessed, or random ones drawn by the caller), in batches of
@@ -163,7 +166,8 @@ def verify_on_images(
         RunError: the candidate returned a shape other than the reference's.
     """
     sizes = [len(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    report = VerifyReport(runtime, sizes, int8=int8, tolerance=tolerance, min_cosine=min_cosine)
+    report = VerifyReport(runtime, sizes, int8=int8, tolerance=tolerance, min_cosine=min_cosine,
+                          reference=reference_name)
     agree = sum(_compare(report, torch.as_tensor(reference(images[i:i + batch_size])).float().cpu(),
                          candidate(images[i:i + batch_size]), b)
                 for i, b in zip(range(0, len(images), batch_size), sizes))
