@@ -121,6 +121,14 @@ def speed_part(args: argparse.Namespace) -> dict:
     }
 
 
+def write_json(path: str | None, out: dict) -> None:
+    """Write ``out`` as JSON to ``path`` (``--json-out``; nothing when None); shared with ``bench_runtimes.py``."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 def add_source_args(p: argparse.ArgumentParser) -> None:
     """``--source``, ``--data``, ``--max-images`` (shared with ``bench_int8_schemes.py``)."""
     p.add_argument("--source", required=True, help="swinlab run folder / checkpoint trained on Tiny ImageNet")
@@ -163,10 +171,7 @@ def main() -> None:
         for name, v in sp["images_per_s"].items():
             print(f"  {name:<18} {v:8.2f} images/s  ({v / sp['images_per_s']['eager_fp32']:.2f}x eager)")
         print(f"  fp32 GEMM peak {sp['gemm_gflops']:.0f} GFLOP/s; eager reaches {100 * sp['eager_fraction_of_gemm_peak']:.0f}%")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json_out}")
+    write_json(args.json_out, out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ Run on an idle machine:
 
     python benchmarks/bench_serve_load.py --source runs/main --requests 200 --clients 8
 
+The auto runtime (OpenVINO bf16 on a CPU with bf16 matrix instructions):
+
+    python benchmarks/bench_serve_load.py --source runs/main --requests 200 --clients 8 --runtime auto
+
 Quick check that it works:
 
     python benchmarks/bench_serve_load.py --source swin_micro_patch4_window4_64 --requests 16 --clients 4
@@ -63,6 +67,8 @@ def _images(zip_path: str, n: int) -> list[bytes]:
 def _start(args: argparse.Namespace, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "swinlab", "serve", args.source, "--port", str(port), "--log-level", "warning",
            "--runtime", args.runtime, *(["--int8"] if args.int8 else []),
+           *(["--precision", args.precision] if args.precision else []),
+           *(["--calibration", args.calibration] if args.calibration else []),
            *(["--threads", str(args.threads)] if args.threads else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -105,8 +111,11 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-imagenet-200.zip"))
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--runtime", default="eager", choices=("eager", "onnxruntime"))
+    p.add_argument("--runtime", default="eager", choices=("eager", "onnxruntime", "openvino", "auto"),
+                   help="swinlab serve --runtime (auto: the server prints and /health names its choice)")
     p.add_argument("--int8", action="store_true")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="swinlab serve --precision")
+    p.add_argument("--calibration", help="swinlab serve --calibration (int8 of OpenVINO / per-token)")
     p.add_argument("--threads", type=int, help="server model threads")
     p.add_argument("--max-growth-mib", type=float, default=50.0,
                    help="fail (exit 1) when the server's RSS grows more than this after warm-up (default: 50)")
@@ -121,6 +130,7 @@ def main() -> None:
         _load(url, images, args.clients, args.clients)  # warm-up: first batches, allocator growth
         rss_warm = _status_kib(proc.pid, "VmRSS") / 1024
         info0 = httpx.get(f"{url}/info", timeout=10).json()
+        served_by = httpx.get(f"{url}/health", timeout=10).json().get("runtime")
         t0 = time.perf_counter()
         latencies, errors = _load(url, images, args.requests, args.clients)
         wall = time.perf_counter() - t0
@@ -138,6 +148,7 @@ def main() -> None:
     q = (lambda f: 1e3 * lat[min(len(lat) - 1, int(f * len(lat)))]) if lat else (lambda f: float("nan"))
     out = {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "source": args.source, "runtime": args.runtime,
+        "served_by": served_by,
         "int8": args.int8, "requests": args.requests, "clients": args.clients, "errors": len(errors),
         "error_examples": errors[:3], "wall_s": wall, "requests_per_s": len(latencies) / wall,
         "latency_ms_p50": 1e3 * statistics.median(lat) if lat else float("nan"), "latency_ms_p95": q(0.95),
@@ -146,7 +157,8 @@ def main() -> None:
         "rss_mib_start": rss_start, "rss_mib_after_warmup": rss_warm, "rss_mib_end": rss_end,
         "rss_growth_mib": rss_end - rss_warm, "rss_peak_mib": rss_peak, "alive_after": alive,
     }
-    print(f"CPU ISA: {out['cpu_capability']}; server: {args.source} ({args.runtime}{' int8' if args.int8 else ''})")
+    print(f"CPU ISA: {out['cpu_capability']}; server: {args.source} (--runtime {args.runtime}"
+          f"{' --int8' if args.int8 else ''}: {served_by})")
     print(f"{args.requests} requests from {args.clients} clients in {wall:.1f} s: {out['requests_per_s']:.1f} requests/s, "
           f"{out['errors']} errors")
     print(f"latency p50 {out['latency_ms_p50']:.0f} ms, p95 {out['latency_ms_p95']:.0f} ms, max {out['latency_ms_max']:.0f} ms; "

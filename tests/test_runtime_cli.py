@@ -137,4 +137,4 @@ def test_runtime_usage_errors(setup, capsys, tmp_path):
     assert "--int8-scheme blockwise needs --int8" in capsys.readouterr().err
     argv = ["evaluate", str(setup["run"]), "--runtime", "onnxruntime", "--amp", "bf16", "--out", str(tmp_path)]
     assert main(argv) == 2
-    assert "--amp bf16 applies to --runtime eager only" in capsys.readouterr().err
+    assert "--precision bf16: ONNX Runtime runs fp32 and int8 graphs here" in capsys.readouterr().err

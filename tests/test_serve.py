@@ -69,12 +69,11 @@ def run_dir(tiny_zip, tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope="module")
-def server(run_dir):
-    """Base URL of a real ``swinlab serve`` process (stopped at the end)."""
+def _serve(run_dir: Path, *extra: str):
+    """Base URL of a real ``swinlab serve`` process with ``extra`` options (stopped at the end)."""
     port = _free_port()
     cmd = [sys.executable, "-m", "swinlab", "serve", str(run_dir), "--port", str(port), "--max-bytes", str(MAX_BYTES),
-           "--max-pixels", str(MAX_PIXELS), "--batch-wait-ms", "50", "--threads", "1", "--log-level", "warning"]
+           "--max-pixels", str(MAX_PIXELS), "--batch-wait-ms", "50", "--threads", "1", "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -97,6 +96,19 @@ def server(run_dir):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    """Base URL of a real ``swinlab serve`` process (eager)."""
+    yield from _serve(run_dir)
+
+
+@pytest.fixture(scope="module")
+def auto_server(run_dir):
+    """A real ``swinlab serve --runtime auto`` process (OpenVINO on this machine's CPU class)."""
+    pytest.importorskip("openvino")
+    yield from _serve(run_dir, "--runtime", "auto")
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +151,8 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("kind", list(BAD))
-@pytest.mark.parametrize("how", ["raw", "multipart"])
-def test_bad_uploads_get_4xx_and_server_keeps_serving(server, val_images, kind, how):
+def _bad_upload(kind: str, val_images: dict[str, bytes]) -> tuple[bytes, int, str]:
+    """The body, HTTP status and message of one kind of bad upload (:data:`BAD`)."""
     data, status, message = BAD[kind]
     good = val_images["val_0.JPEG"]
     if data is None:
@@ -149,6 +160,14 @@ def test_bad_uploads_get_4xx_and_server_keeps_serving(server, val_images, kind, 
     elif data == "bomb":
         data = _bomb_png()
         assert len(data) < MAX_BYTES  # small file, huge image
+    return data, status, message
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+@pytest.mark.parametrize("how", ["raw", "multipart"])
+def test_bad_uploads_get_4xx_and_server_keeps_serving(server, val_images, kind, how):
+    data, status, message = _bad_upload(kind, val_images)
+    good = val_images["val_0.JPEG"]
     if how == "raw":
         r = httpx.post(f"{server}/predict?name={kind}", content=data, timeout=60)
     else:
@@ -287,3 +306,34 @@ def test_onnx_only_server_predicts_and_refuses_attention(run_dir, val_images):
         assert r.status_code == 200 and len(r.json()["results"][0]["predictions"]) == 5
         r = client.post("/attention", content=val_images["val_3.JPEG"])
         assert r.status_code == 409 and "need the PyTorch model" in r.json()["detail"]
+
+
+def test_auto_runtime_server_answers_real_images_and_rejects_bad_ones(auto_server, run_dir, val_images):
+    """``--runtime auto`` (no --calibration: OpenVINO bf16 with bf16 matrix instructions, else OpenVINO
+    fp32) answers real val images like the same runtime in this process, and refuses bad uploads as eager does."""
+    from swinlab.export import auto_runtime, build_runtime
+
+    choice, _ = auto_runtime(False)
+    assert choice.runtime == "openvino"
+    health = httpx.get(f"{auto_server}/health", timeout=10).json()
+    assert health["runtime"] == choice.name
+    names = list(val_images)[:3]
+    r = httpx.post(f"{auto_server}/predict", files=[("file", (n, val_images[n], "image/jpeg")) for n in names], timeout=60)
+    assert r.status_code == 200, r.text
+    model, info = load_model(run_dir)
+    torch.set_num_threads(1)
+    local = build_runtime(choice, model, info, threads=1)
+    from swinlab.data.decode import decode_image
+    from swinlab.inference.loading import eval_transform_for
+
+    x = torch.cat([eval_transform_for(info)(decode_image(val_images[n], n).unsqueeze(0)) for n in names])
+    probs = local(x).softmax(1)
+    for i, result in enumerate(r.json()["results"]):
+        assert result["file"] == names[i] and len(result["predictions"]) == 5
+        for p in result["predictions"]:
+            assert abs(p["probability"] - float(probs[i, p["index"]])) < 1e-3
+    for kind in BAD:
+        data, status, message = _bad_upload(kind, val_images)
+        bad = httpx.post(f"{auto_server}/predict?name={kind}", content=data, timeout=60)
+        assert bad.status_code == status and message in bad.json()["detail"], bad.text
+    assert httpx.post(f"{auto_server}/predict", content=val_images[names[0]], timeout=60).status_code == 200

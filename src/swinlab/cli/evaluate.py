@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..training.distributed import resolve_device
 from ..training.evaluation import evaluate_model, predict_batch
 from .common import add_source_args, fraction, positive_int
 from .inputs import add_input_args, report_skipped, skip_hint
-from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime
+from .runtime_args import add_runtime_args, eager_model_of, load_for_runtime, runtime_label
 
 __all__ = ["register", "run", "format_pairs", "eval_dataset", "data_args_of"]
 
@@ -44,7 +45,8 @@ class pairs; writes metrics.json, per_class_accuracy.csv, confusion_matrix.csv /
 into --out (default: SOURCE/eval for a run folder), and report.html (the run report of 'swinlab report')
 into the run folder (else into --out).
 """
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the deprecated ``--amp`` values and the ``--precision`` each stands for.
+_AMP = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}
 _PAIRS = 10  # most-confused pairs stored and printed
 _LABELLED = 30  # at most this many classes: the whole confusion matrix is labelled
 
@@ -63,7 +65,8 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers (default: 0)")
     p.add_argument("--max-batches", type=positive_int, help="stop after N batches (quick checks)")
     p.add_argument("--out", help="output folder (default: SOURCE/eval for a run folder, else ./eval)")
-    p.add_argument("--amp", choices=tuple(_AMP), default="none", help="autocast dtype (default: none)")
+    p.add_argument("--amp", choices=tuple(_AMP),
+                   help="deprecated alias of --precision (none = fp32, bf16, fp16); still accepted")
     p.add_argument("--img-size", type=positive_int, help="override the eval input size [pixels]")
     p.add_argument("--crop-ratio", type=fraction, help="override the eval centre-crop ratio (0, 1]")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), help="override the resize mode")
@@ -139,11 +142,13 @@ def _summary(args: argparse.Namespace, info: ModelInfo, data_args: tuple, res: d
     }
 
 
-def _runtime(args: argparse.Namespace, device: torch.device, wall_s: float, n: int) -> dict:
-    """Where and how fast the evaluation ran (``metrics.json``'s ``runtime``)."""
+def _runtime(model: Any, device: torch.device, wall_s: float, n: int) -> dict:
+    """Where, in what and how fast the evaluation ran (``metrics.json``'s ``runtime``;
+    ``runtime`` as ``swinlab benchmark`` names it, e.g. ``"openvino-bf16"``)."""
+    label = runtime_label(model)
+    precision = next((p for p in ("bf16", "fp16", "int8") if p in label.split("-")), "fp32")
     return {"device": str(device), "cpu_isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "precision": args.amp if args.amp != "none" else "fp32", "runtime": getattr(args, "runtime", "eager"),
-            "wall_s": wall_s, "images_per_s": n / max(wall_s, 1e-9)}
+            "precision": precision, "runtime": label, "wall_s": wall_s, "images_per_s": n / max(wall_s, 1e-9)}
 
 
 def _class_names(info: ModelInfo, dataset: Any) -> list[str]:
@@ -213,19 +218,35 @@ def format_pairs(pairs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _amp_alias(args: argparse.Namespace) -> None:
+    """``--amp X`` -> ``--precision``'s value (a note on stderr).
+
+    Raises:
+        UsageError: ``--amp`` and ``--precision`` both given and different.
+    """
+    if args.amp is None:
+        return
+    wanted = _AMP[args.amp]
+    if args.precision not in (None, wanted):
+        raise UsageError(f"--amp {args.amp} and --precision {args.precision} disagree; use --precision only")
+    print(f"note: --amp is deprecated, use --precision {wanted}", file=sys.stderr)
+    args.precision = wanted
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``swinlab evaluate`` with parsed arguments; returns the exit code."""
     device = resolve_device(args.device)
-    model, info = load_for_runtime(args, device)  # --runtime eager|onnxruntime, --int8
+    _amp_alias(args)
+    model, info = load_for_runtime(args, device)  # --runtime, --precision, --int8
     data_args = data_args_of(args, info)
     with contextlib.nullcontext() if args.skip_corrupt else skip_hint():
         dataset = eval_dataset(args, info, *data_args)
         loader = build_loader(dataset, args.batch_size, shuffle=False, num_workers=args.num_workers)
         t0 = time.perf_counter()
-        res = evaluate_model(model, loader, None, device=device, amp_dtype=_AMP[args.amp],
+        res = evaluate_model(model, loader, None, device=device,
                              max_batches=args.max_batches, progress=not args.no_progress,
                              num_classes=info.num_classes, tta_hflip=args.tta_hflip, keep_predictions=True)
-        runtime = _runtime(args, device, time.perf_counter() - t0, res["num_images"])
+        runtime = _runtime(model, device, time.perf_counter() - t0, res["num_images"])
     skipped = list(getattr(dataset, "skipped_images", []))
     run_dir = Path(args.source) if info.kind == "run" else None
     out = ensure_dir(Path(args.out) if args.out else run_dir / "eval" if run_dir else Path("eval"), "output folder")

@@ -9,15 +9,18 @@ without the option, since an unreadable image then stops the command).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..data.images import SkippedInput, expand_inputs
 from ..errors import UsageError
 from ..inference.features import extract_features, names_sidecar, save_features, skipped_sidecar
 from ..inference.loading import load_model
+from ..inference.precision import resolve_precision, with_precision
 from ..training.distributed import resolve_device
 from .common import add_source_args, positive_int
 from .inputs import add_input_args, check_some_read, report_skipped, skip_hint
+from .runtime_args import add_precision_arg
 
 __all__ = ["register", "run"]
 
@@ -36,6 +39,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder, A.zip, A.zip::FOLDER/ or A.zip::MEMBER")
     p.add_argument("--out", required=True, help="output file: feats.npy or feats.safetensors")
     p.add_argument("--batch-size", type=positive_int, default=32, help="default: 32")
+    add_precision_arg(p)
     add_input_args(p)
     p.set_defaults(func=run)
     return p
@@ -45,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``swinlab features`` with parsed arguments; returns the exit code."""
     if not args.out.lower().endswith((".npy", ".safetensors")):
         raise UsageError(f"--out {args.out!r} must end in .npy or .safetensors")
-    model, info = load_model(args.source, device=resolve_device(args.device), ema=args.ema)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision or "fp32", device)
+    if args.precision == "auto":
+        print(f"precision {precision.name} ({precision.reason})", file=sys.stderr)
+    model, info = load_model(args.source, device=device, ema=args.ema)
+    model = with_precision(model, precision)
     specs = expand_inputs(args.inputs)
     skipped: list[SkippedInput] = []
     with skip_hint():

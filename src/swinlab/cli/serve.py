@@ -13,6 +13,8 @@ and the server keeps serving.
 examples:
   swinlab serve runs/main --port 8000
   swinlab serve runs/main --runtime onnxruntime --int8
+  swinlab serve runs/main --runtime openvino --precision bf16
+  swinlab serve runs/main --runtime auto --calibration tiny-imagenet-200.zip::tiny-imagenet-200/train
   curl -F file=@cat.jpg http://127.0.0.1:8000/predict
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .common import positive_int
-from .runtime_args import CALIBRATION_HELP, INT8_SCHEME_HELP, INT8_SCHEMES, RUNTIMES, load_for_runtime
+from .runtime_args import add_runtime_args, load_for_runtime, runtime_label
 
 __all__ = ["register", "run"]
 
@@ -39,10 +41,7 @@ def register(subparsers: Any, help: str = "", parents: list[argparse.ArgumentPar
                    help="run folder, checkpoint, save_pretrained folder, model name or .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
-    p.add_argument("--runtime", choices=RUNTIMES, default="eager", help="default: eager")
-    p.add_argument("--int8", action="store_true", help="with --runtime onnxruntime: int8 Linear layers")
-    p.add_argument("--int8-scheme", choices=INT8_SCHEMES, default="dynamic", help=INT8_SCHEME_HELP)
-    p.add_argument("--calibration", metavar="IMAGES", help=CALIBRATION_HELP)
+    add_runtime_args(p)
     p.add_argument("--max-bytes", type=positive_int, default=20 * 2**20,
                    help="largest request body in bytes (413 above; default: 20 MiB)")
     p.add_argument("--max-pixels", type=positive_int, default=40_000_000,
@@ -81,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, info = load_for_runtime(args, torch.device("cpu"))
     eager = getattr(model, "eager_model", model)
-    runtime = "eager" if eager is model else "onnxruntime" + (
-        ("-int8" if args.int8_scheme == "dynamic" else f"-int8-{args.int8_scheme}") if args.int8 else "")
+    runtime = runtime_label(model)
     predictor = Predictor(model, info, eager_model=eager, runtime=runtime)
     config = ServeConfig(max_bytes=args.max_bytes, max_pixels=args.max_pixels, topk=args.topk,
                          max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)

@@ -20,15 +20,27 @@ reached.
   Where the reset is not allowed the figure is ``ru_maxrss`` (the peak since
   the process started) and ``peak_rss_reset`` is false.
 
-Runtimes: ``eager`` (PyTorch, ``torch.inference_mode``), ``compile``
+Runtimes: ``eager`` (PyTorch, ``torch.inference_mode``), ``eager-bf16``
+(the same under bf16 autocast), ``compile``
 (``torch.compile`` default mode, ``dynamic=False``: the first call of each
 batch size compiles its own graph, as part of the warm-up), ``torchscript`` (``torch.jit.trace`` +
 ``torch.jit.freeze``), ``onnxruntime``, ``onnxruntime-int8`` and
 ``onnxruntime-int8-blockwise``, ``onnxruntime-int8-per-token`` (the ONNX
 export of :mod:`swinlab.export.onnx_export`, fp32 or with int8 Linear layers
 in the dynamic, blockwise or per-token scheme -- the latter with its weights
-rounded to nearest, which runs as fast as GPTQ's -- run by
-:class:`~swinlab.export.runtime.OnnxRuntimeModel`).
+rounded to nearest unless calibration images are given, which runs as fast
+as GPTQ's -- run by :class:`~swinlab.export.runtime.OnnxRuntimeModel`),
+``openvino``, ``openvino-bf16``, ``openvino-int8`` and ``openvino-int8-bf16``
+(the same ONNX file in OpenVINO's CPU plugin with the f32 or bf16 precision
+hint, int8 by NNCF; :class:`~swinlab.export.openvino_runtime.OpenVinoModel`).
+OpenVINO int8 calibrates on the calibration images, else on 32 random
+normal inputs (enough for its speed, not for its agreement).
+
+Agreement: given preprocessed images, each runtime's top-1 class on them
+is compared with eager fp32's (``top1_agreement``, a fraction), and per batch
+size the fastest runtime agreeing on at least :data:`MIN_AGREEMENT` is
+marked (``BenchmarkReport.fastest_agreeing``). Those images are run once
+per runtime after its timing, in chunks of 32, untimed.
 """
 
 from __future__ import annotations
@@ -48,16 +60,17 @@ from torch import nn
 from ..errors import UsageError
 from ..inference.loading import ModelInfo
 from ..models.flops import count_macs
-from .runtime import OnnxRuntimeModel
+from .choice import RUNTIME_NAMES, RuntimeChoice, build_runtime
 from .torch_export import trace_module
 
-__all__ = ["RUNTIMES", "DEFAULT_RUNTIMES", "BenchmarkRow", "BenchmarkReport", "gemm_gflops", "run_benchmark",
+__all__ = ["RUNTIMES", "DEFAULT_RUNTIMES", "MIN_AGREEMENT", "BenchmarkRow", "BenchmarkReport", "gemm_gflops", "run_benchmark",
            "format_report"]
 
-RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise",
-             "onnxruntime-int8-per-token", "torchscript")
+RUNTIMES = RUNTIME_NAMES + ("compile", "torchscript")
 #: without ``compile``: compiling takes minutes on a small CPU; ask for it by name.
 DEFAULT_RUNTIMES = ("eager", "onnxruntime", "onnxruntime-int8", "torchscript")
+#: the top-1 agreement with eager fp32 a runtime needs to be marked the fastest accurate one.
+MIN_AGREEMENT = 0.99
 
 
 @dataclass
@@ -73,6 +86,7 @@ class BenchmarkRow:
     peak_rss_mib: float
     rss_increase_mib: float
     setup_s: float
+    top1_agreement: float | None = None
 
 
 @dataclass
@@ -90,6 +104,9 @@ class BenchmarkReport:
     gflop_per_image: float
     peak_rss_reset: bool
     rows: list[BenchmarkRow] = field(default_factory=list)
+    agreement_images: int = 0
+    calibration: str = ""
+    fastest_agreeing: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -143,24 +160,47 @@ def _current_rss_mib() -> float:
     return (rss or 0.0) / 1024
 
 
+@dataclass
+class _Bench:
+    """What every runtime of one benchmark shares."""
+
+    model: nn.Module
+    info: ModelInfo
+    img_hw: tuple[int, int]
+    threads: int
+    gemm: float
+    gflop: float
+    calibration: torch.Tensor | None
+    agreement_images: torch.Tensor | None
+    reference_top1: torch.Tensor | None
+
+
 def build_runner(runtime: str, model: nn.Module, info: ModelInfo, img_hw: tuple[int, int],
-                 threads: int) -> Callable[[torch.Tensor], Any]:
+                 threads: int, calibration: torch.Tensor | None = None) -> Callable[[torch.Tensor], Any]:
     """A callable ``(B, 3, H, W) -> logits`` for ``runtime`` (see the module docstring).
+
+    Args:
+        calibration: images ``(n, 3, H, W)`` for per-token GPTQ and NNCF
+            (OpenVINO int8 without them: 32 random normal inputs).
 
     Raises:
         UsageError: an unknown runtime.
     """
-    if runtime == "eager":
-        return model
     if runtime == "compile":
         return torch.compile(model, dynamic=False)  # one static graph per batch size, compiled in the warm-up
     if runtime == "torchscript":
         return torch.jit.freeze(trace_module(model, img_hw))
-    if runtime in ("onnxruntime", "onnxruntime-int8", "onnxruntime-int8-blockwise", "onnxruntime-int8-per-token"):
-        scheme = runtime.removeprefix("onnxruntime-int8-") if runtime.startswith("onnxruntime-int8-") else "dynamic"
-        return OnnxRuntimeModel.from_model(model, info, int8="int8" in runtime, threads=threads, img_hw=img_hw,
-                                           int8_scheme=scheme)
-    raise UsageError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    choice = RuntimeChoice.parse(runtime)
+    if calibration is None and choice.runtime == "openvino" and choice.int8:
+        calibration = torch.randn(32, 3, *img_hw, generator=torch.Generator().manual_seed(0))
+    return build_runtime(choice, model, info, threads=threads, img_hw=img_hw, calibration=calibration)
+
+
+def _top1(fn: Callable[[torch.Tensor], Any], images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """Arg-max class ``(n,)`` of ``fn`` on ``images`` ``(n, 3, H, W)``, in chunks."""
+    with torch.inference_mode():
+        return torch.cat([torch.as_tensor(fn(images[i:i + chunk])).float().argmax(1)
+                          for i in range(0, len(images), chunk)])
 
 
 def _time_calls(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, iters: int, warmup: int) -> list[float]:
@@ -181,26 +221,41 @@ def _p90(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
 
-def _bench_runtime(runtime: str, model: nn.Module, info: ModelInfo, img_hw: tuple[int, int], batch_sizes: Sequence[int],
-                   iters: int, warmup: int, threads: int, gemm: float, gflop: float) -> list[BenchmarkRow]:
-    """Rows of one runtime; its peak memory spans building it and all its batch sizes."""
+def _bench_runtime(runtime: str, bench: _Bench, batch_sizes: Sequence[int], iters: int,
+                   warmup: int) -> list[BenchmarkRow]:
+    """Rows of one runtime; its peak memory spans building it and all its batch sizes
+    (the agreement images run after the peak is read)."""
     rss_before = _current_rss_mib()
     _reset_peak_rss()
     t0 = time.perf_counter()
-    runner = build_runner(runtime, model, info, img_hw, threads)
+    runner = build_runner(runtime, bench.model, bench.info, bench.img_hw, bench.threads, bench.calibration)
     setup = time.perf_counter() - t0
     rows = []
     for b in batch_sizes:
-        x = torch.randn(b, 3, *img_hw, generator=torch.Generator().manual_seed(b))
+        x = torch.randn(b, 3, *bench.img_hw, generator=torch.Generator().manual_seed(b))
         times = _time_calls(runner, x, iters, warmup)
         median = statistics.median(times)
         ips = b / median
-        rows.append(BenchmarkRow(runtime, b, ips, 1e3 * median, 1e3 * _p90(times), ips * gflop / gemm, 0.0, 0.0, setup))
+        rows.append(BenchmarkRow(runtime, b, ips, 1e3 * median, 1e3 * _p90(times), ips * bench.gflop / bench.gemm,
+                                 0.0, 0.0, setup))
     peak = _peak_rss_mib()
+    agreement = None
+    if bench.agreement_images is not None:
+        agreement = float((_top1(runner, bench.agreement_images) == bench.reference_top1).float().mean())
     for row in rows:
-        row.peak_rss_mib, row.rss_increase_mib = peak, max(0.0, peak - rss_before)
+        row.peak_rss_mib, row.rss_increase_mib, row.top1_agreement = peak, max(0.0, peak - rss_before), agreement
     del runner
     return rows
+
+
+def _fastest_agreeing(rows: Sequence[BenchmarkRow]) -> dict[int, str]:
+    """Per batch size, the fastest runtime with ``top1_agreement >= MIN_AGREEMENT``."""
+    best: dict[int, BenchmarkRow] = {}
+    for r in rows:
+        if r.top1_agreement is not None and r.top1_agreement >= MIN_AGREEMENT:
+            if r.batch_size not in best or r.images_per_s > best[r.batch_size].images_per_s:
+                best[r.batch_size] = r
+    return {b: r.runtime for b, r in best.items()}
 
 
 def run_benchmark(
@@ -213,6 +268,8 @@ def run_benchmark(
     warmup: int = 2,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    calibration: torch.Tensor | None = None,
+    agreement_images: torch.Tensor | None = None,
 ) -> BenchmarkReport:
     """Benchmark ``model`` in each runtime at each batch size (see the module docstring).
 
@@ -221,9 +278,12 @@ def run_benchmark(
         runtimes: names from :data:`RUNTIMES`. batch_sizes: images per call.
         img_hw: input ``(H, W)`` [pixels] (default: ``info.img_size`` square).
         iters: timed calls per batch size. warmup: untimed calls before them.
-        threads: ``torch.set_num_threads`` and ONNX Runtime intra-op threads
+        threads: ``torch.set_num_threads`` and ONNX Runtime / OpenVINO threads
             (default: PyTorch's current setting).
         progress: called with a line before each runtime (e.g. ``print`` to stderr).
+        calibration: preprocessed images ``(n, 3, H, W)`` for per-token GPTQ and NNCF.
+        agreement_images: preprocessed images ``(n, 3, H, W)``: each row's top-1
+            agreement with eager fp32 on them, and the fastest agreeing runtime.
 
     Returns:
         :class:`BenchmarkReport`.
@@ -238,25 +298,48 @@ def run_benchmark(
         raise UsageError(f"batch sizes and --iters must be positive, got {list(batch_sizes)} and {iters}")
     if threads:
         torch.set_num_threads(int(threads))
-    threads = torch.get_num_threads()
     hw = (int(img_hw[0]), int(img_hw[1])) if img_hw else (int(info.img_size), int(info.img_size))
     model = model.to("cpu").eval()
-    gflop = 2 * count_macs(model, (3, *hw)) / 1e9
-    gemm = gemm_gflops()
+    reference = _top1(model, agreement_images) if agreement_images is not None else None
+    bench = _Bench(model, info, hw, torch.get_num_threads(), gemm_gflops(), 2 * count_macs(model, (3, *hw)) / 1e9,
+                   calibration, agreement_images, reference)
     report = BenchmarkReport(
-        model=info.model_name, img_hw=hw, threads=threads, iters=iters,
+        model=info.model_name, img_hw=hw, threads=bench.threads, iters=iters,
         cpu_capability=torch.backends.cpu.get_cpu_capability(), cpu=platform.processor() or platform.machine(),
-        torch_version=torch.__version__, gemm_gflops=gemm, gflop_per_image=gflop, peak_rss_reset=_reset_peak_rss(),
+        torch_version=torch.__version__, gemm_gflops=bench.gemm, gflop_per_image=bench.gflop,
+        peak_rss_reset=_reset_peak_rss(), agreement_images=0 if agreement_images is None else len(agreement_images),
+        calibration=f"{len(calibration)} images" if calibration is not None else "none (OpenVINO int8: 32 random inputs)",
     )
     for runtime in runtimes:
         if progress:
             progress(f"benchmark: {runtime} ...")
-        report.rows.extend(_bench_runtime(runtime, model, info, hw, batch_sizes, iters, warmup, threads, gemm, gflop))
+        report.rows.extend(_bench_runtime(runtime, bench, batch_sizes, iters, warmup))
+    report.fastest_agreeing = _fastest_agreeing(report.rows)
     return report
 
 
+def _table(report: BenchmarkReport) -> list[str]:
+    """The aligned rows; with agreement images an ``agree %`` column and ``*``
+    on the fastest row agreeing on at least :data:`MIN_AGREEMENT`."""
+    cols = ["runtime", "batch", "images/s", "median ms", "p90 ms", "% GEMM peak", "peak RSS MiB", "+RSS MiB", "setup s"]
+    measured = report.agreement_images > 0
+    if measured:
+        cols.append("agree %")
+    rows = [tuple(cols)]
+    for r in report.rows:
+        mark = "*" if report.fastest_agreeing.get(r.batch_size) == r.runtime else ""
+        row = [r.runtime + mark, str(r.batch_size), f"{r.images_per_s:.2f}", f"{r.latency_ms_median:.1f}",
+               f"{r.latency_ms_p90:.1f}", f"{100 * r.fraction_of_gemm_peak:.1f}", f"{r.peak_rss_mib:.0f}",
+               f"{r.rss_increase_mib:.0f}", f"{r.setup_s:.1f}"]
+        if measured:
+            row.append("-" if r.top1_agreement is None else f"{100 * r.top1_agreement:.2f}")
+        rows.append(tuple(row))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)) for row in rows]
+
+
 def format_report(report: BenchmarkReport) -> str:
-    """The report as a header and an aligned table."""
+    """The report as a header and an aligned table (and the fastest agreeing runtime per batch size)."""
     h, w = report.img_hw
     head = [
         f"model {report.model}, input {h}x{w}, {report.gflop_per_image:.3f} GFLOP/image, "
@@ -265,14 +348,12 @@ def format_report(report: BenchmarkReport) -> str:
         f"fp32 GEMM peak (2048^3 torch.mm, this process): {report.gemm_gflops:.1f} GFLOP/s",
         "peak RSS: VmHWM per runtime (reset before each)" if report.peak_rss_reset
         else "peak RSS: ru_maxrss since the process started (VmHWM reset not allowed here)",
+        f"int8 calibration: {report.calibration}",
     ]
-    cols = ("runtime", "batch", "images/s", "median ms", "p90 ms", "% GEMM peak", "peak RSS MiB", "+RSS MiB", "setup s")
-    rows = [cols] + [
-        (r.runtime, str(r.batch_size), f"{r.images_per_s:.2f}", f"{r.latency_ms_median:.1f}", f"{r.latency_ms_p90:.1f}",
-         f"{100 * r.fraction_of_gemm_peak:.1f}", f"{r.peak_rss_mib:.0f}", f"{r.rss_increase_mib:.0f}",
-         f"{r.setup_s:.1f}")
-        for r in report.rows
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
-    lines = ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)) for row in rows]
-    return "\n".join(head + [""] + lines)
+    tail = []
+    if report.agreement_images:
+        tail = [f"agree %: top-1 agreement with eager fp32 on {report.agreement_images} images; "
+                f"* fastest with >= {100 * MIN_AGREEMENT:g}%"]
+        tail += [f"batch {b}: fastest at >= {100 * MIN_AGREEMENT:g}% agreement: {report.fastest_agreeing.get(b, 'none')}"
+                 for b in sorted({r.batch_size for r in report.rows})]
+    return "\n".join(head + [""] + _table(report) + ([""] + tail if tail else []))

@@ -64,15 +64,28 @@ def check_calibration(int8_scheme: str, calibration: object) -> None:
         raise UsageError("--calibration is for --int8-scheme per-token")
 
 
-def check_int8_options(fmt: str, int8: bool, int8_scheme: str, calibration: object = None) -> None:
-    """The int8 options of an export or an ONNX Runtime run, checked together:
-    ``int8_scheme`` one of :data:`INT8_SCHEMES` and only with ``int8``,
-    ``calibration`` only with ``"per-token"`` (:func:`check_calibration`),
-    ``int8`` only with the ``"onnx"`` format (ONNX Runtime quantization).
+def check_int8_options(fmt: str, int8: bool, int8_scheme: str, calibration: object = None,
+                       runtime: str = "onnxruntime") -> None:
+    """The int8 options of an export or a run, checked together.
+
+    ONNX Runtime (exports, ``--runtime onnxruntime``): ``int8_scheme`` one of
+    :data:`INT8_SCHEMES` and only with ``int8``, ``calibration`` only with
+    ``"per-token"`` (:func:`check_calibration`), ``int8`` only with the
+    ``"onnx"`` format (ONNX Runtime quantization). OpenVINO (``runtime``
+    ``"openvino"``): int8 is NNCF's, so no ``int8_scheme`` but the default,
+    and ``int8`` and ``calibration`` together (NNCF calibrates on the images).
 
     Raises:
         UsageError: naming the option that does not fit, as on the command line.
     """
+    if runtime == "openvino":
+        if int8_scheme != "dynamic":
+            raise UsageError(f"--int8-scheme {int8_scheme} is for ONNX Runtime; OpenVINO's --int8 is NNCF's "
+                             "post-training quantization on --calibration images")
+        if int8 != (calibration is not None):
+            raise UsageError("--runtime openvino: --int8 and --calibration IMAGES go together "
+                             "(NNCF calibrates the int8 ranges on the images)")
+        return
     if int8_scheme not in INT8_SCHEMES:
         raise UsageError(f"--int8-scheme {int8_scheme!r}: expected one of {', '.join(INT8_SCHEMES)}")
     if int8_scheme != "dynamic" and not int8:

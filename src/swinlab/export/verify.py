@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import RunError
 
-__all__ = ["FP32_TOLERANCE", "INT8_MIN_COSINE", "VerificationError", "VerifyReport", "verify_outputs"]
+__all__ = ["FP32_TOLERANCE", "INT8_MIN_COSINE", "VerificationError", "VerifyReport", "verify_outputs", "verify_on_images"]
 
 #: default max |exported - eager| of fp32 logits.
 FP32_TOLERANCE = 1e-4
@@ -45,6 +45,7 @@ class VerifyReport:
         cosine: per batch, the lowest per-image cosine similarity of the logits.
         top1_agreement: fraction of all images with the same arg-max.
         int8: which check applies. tolerance: fp32 max abs diff. min_cosine: int8 bound.
+        reference: what the outputs were compared with (named in messages).
     """
 
     runtime: str
@@ -55,6 +56,7 @@ class VerifyReport:
     int8: bool = False
     tolerance: float = FP32_TOLERANCE
     min_cosine: float = INT8_MIN_COSINE
+    reference: str = "PyTorch"
 
     @property
     def ok(self) -> bool:
@@ -69,11 +71,11 @@ class VerifyReport:
             return ""
         if self.int8:
             i = min(range(len(self.cosine)), key=lambda k: self.cosine[k] if self.cosine[k] == self.cosine[k] else -2)
-            return (f"cosine similarity of {self.runtime} and PyTorch logits {self.cosine[i]:.6f} at batch "
+            return (f"cosine similarity of {self.runtime} and {self.reference} logits {self.cosine[i]:.6f} at batch "
                     f"{self.batch_sizes[i]} is below {self.min_cosine}")
         i = max(range(len(self.max_abs_diff)),
                 key=lambda k: self.max_abs_diff[k] if self.max_abs_diff[k] == self.max_abs_diff[k] else float("inf"))
-        return (f"max |{self.runtime} - PyTorch| = {self.max_abs_diff[i]:.3g} at batch {self.batch_sizes[i]} "
+        return (f"max |{self.runtime} - {self.reference}| = {self.max_abs_diff[i]:.3g} at batch {self.batch_sizes[i]} "
                 f"exceeds the tolerance {self.tolerance:g}")
 
     def summary(self) -> str:
@@ -81,7 +83,7 @@ class VerifyReport:
         ``batch 1: max |diff| 3.1e-07 ...``."""
         lines = []
         for b, d, c in zip(self.batch_sizes, self.max_abs_diff, self.cosine):
-            lines.append(f"  batch {b:>3}: max |{self.runtime} - PyTorch| = {d:.3g}, min cosine {c:.6f}")
+            lines.append(f"  batch {b:>3}: max |{self.runtime} - {self.reference}| = {d:.3g}, min cosine {c:.6f}")
         if self.int8:
             rule = f"int8: min cosine >= {self.min_cosine}; top-1 agreement {self.top1_agreement:.1%} (not enforced)"
         else:
@@ -119,13 +121,55 @@ def verify_outputs(
     for b in batch_sizes:
         x = torch.randn(b, 3, int(img_hw[0]), int(img_hw[1]), generator=gen)
         ref = reference(x.to(device)).float().cpu()
-        out = torch.as_tensor(candidate(x)).float().cpu()
-        if out.shape != ref.shape:
-            raise RunError(f"{runtime} returned shape {tuple(out.shape)} at batch {b}, PyTorch {tuple(ref.shape)}")
-        diff = (out - ref).abs().max()
-        report.max_abs_diff.append(float(diff) if torch.isfinite(diff) else float("nan"))
-        report.cosine.append(float(F.cosine_similarity(out, ref, dim=1).min()))
-        agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        agree += _compare(report, ref, candidate(x), b)
         total += b
     report.top1_agreement = agree / max(total, 1)
+    return report
+
+
+def _compare(report: VerifyReport, ref: torch.Tensor, candidate_out: object, b: int) -> int:
+    """Add one batch's max |diff| and lowest cosine to ``report``; returns its top-1 agreements.
+
+    Raises:
+        RunError: the candidate returned a shape other than the reference's.
+    """
+    out = torch.as_tensor(candidate_out).float().cpu()
+    if out.shape != ref.shape:
+        raise RunError(f"{report.runtime} returned shape {tuple(out.shape)} at batch {b}, {report.reference} {tuple(ref.shape)}")
+    diff = (out - ref).abs().max()
+    report.max_abs_diff.append(float(diff) if torch.isfinite(diff) else float("nan"))
+    report.cosine.append(float(F.cosine_similarity(out, ref, dim=1).min()))
+    return int((out.argmax(1) == ref.argmax(1)).sum())
+
+
+@torch.no_grad()
+def verify_on_images(
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    runtime: str,
+    int8: bool = True,
+    batch_size: int = 16,
+    tolerance: float = FP32_TOLERANCE,
+    min_cosine: float = INT8_MIN_COSINE,
+    reference_name: str = "PyTorch",
+) -> VerifyReport:
+    """:func:`verify_outputs` for callables on given images ``(n, 3, H, W)``
+    (preprocessed, or random ones drawn by the caller), in batches of
+    ``batch_size``; ``reference`` need not be an ``nn.Module`` (e.g. an
+    OpenVINO fp32 graph).
+
+    Returns:
+        the :class:`VerifyReport` (check ``.ok``).
+
+    Raises:
+        RunError: the candidate returned a shape other than the reference's.
+    """
+    sizes = [len(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    report = VerifyReport(runtime, sizes, int8=int8, tolerance=tolerance, min_cosine=min_cosine,
+                          reference=reference_name)
+    agree = sum(_compare(report, torch.as_tensor(reference(images[i:i + batch_size])).float().cpu(),
+                         candidate(images[i:i + batch_size]), b)
+                for i, b in zip(range(0, len(images), batch_size), sizes))
+    report.top1_agreement = agree / max(len(images), 1)
     return report

@@ -99,11 +99,14 @@ class Predictor:
     """A loaded model ready to serve.
 
     Args:
-        model: eager classifier or :class:`swinlab.export.OnnxRuntimeModel`
+        model: eager classifier (possibly under autocast,
+            :class:`swinlab.inference.precision.AutocastModel`),
+            :class:`swinlab.export.OnnxRuntimeModel` or :class:`swinlab.export.OpenVinoModel`
             (``(B, 3, S, S)`` float -> ``(B, C)`` logits).
         info: its :class:`ModelInfo` (class names, preprocessing).
         eager_model: the PyTorch model for attention maps (None: no attention).
-        runtime: a label for ``/health`` (``"eager"``, ``"onnxruntime"``, ``"onnxruntime-int8"``).
+        runtime: a label for ``/health``, as ``swinlab benchmark`` names runtimes
+            (``"eager"``, ``"eager-bf16"``, ``"onnxruntime-int8"``, ``"openvino-bf16"`` ...).
     """
 
     model: Any

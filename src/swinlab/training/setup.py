@@ -5,6 +5,7 @@ its optimizer, and the input-size schedule. :mod:`.engine` puts them together.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..factory import create_model
 from ..models.registry import get_model_spec
 from .config import TrainConfig
 
-__all__ = ["choose_precision", "TrainData", "build_data", "build_run_model", "ResizeSchedule", "cpu_flags"]
+__all__ = ["choose_precision", "cpu_bf16_matrix", "TrainData", "build_data", "build_run_model", "ResizeSchedule", "cpu_flags"]
 
 
 def cpu_flags() -> set[str]:
@@ -33,35 +34,61 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
-def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+#: ``ONEDNN_MAX_CPU_ISA`` caps (oneDNN's ISA names) below AVX512-BF16, and those below AMX.
+_ISA_BELOW_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+_ISA_BELOW_AMX = _ISA_BELOW_BF16 | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"}
+
+
+def cpu_bf16_matrix() -> str | None:
+    """The bf16 matrix instructions PyTorch's CPU kernels (oneDNN) may use here:
+    ``"AMX bf16 tiles"`` (flag ``amx_bf16``), ``"AVX512-BF16 instructions"``
+    (``avx512_bf16``), or None. Flags come from :func:`cpu_flags`; an
+    ``ONEDNN_MAX_CPU_ISA`` cap below them (e.g. ``AVX512_CORE_VNNI``, ``AVX2``:
+    how a CPU without them is emulated) hides them, as it hides them from oneDNN.
+    """
+    flags = cpu_flags()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()
+    if "amx_bf16" in flags and cap not in _ISA_BELOW_AMX:
+        return "AMX bf16 tiles"
+    if flags & {"avx512_bf16", "amx_bf16"} and cap not in _ISA_BELOW_BF16:
+        return "AVX512-BF16 instructions"
+    return None
+
+
+def choose_precision(amp: str, device: torch.device, option: str = "amp") -> tuple[torch.dtype | None, str]:
     """The autocast dtype for ``amp`` on ``device`` and why (a phrase for the log).
 
     ``auto``: float16 on CUDA (with a GradScaler); on a CPU bfloat16 when it
-    has bf16 matrix instructions -- AMX tiles (``amx_bf16``) or AVX512-BF16
-    (``avx512_bf16``), where a small Swin's training step measured 1.4x
-    faster in bf16 than in fp32 (``benchmarks/RESULTS_train.md``); else fp32.
+    has bf16 matrix instructions (:func:`cpu_bf16_matrix`: AMX tiles or
+    AVX512-BF16), where a small Swin's training step measured 1.4x faster in
+    bf16 than in fp32 and inference 2.3x (``benchmarks/RESULTS_train.md``,
+    ``RESULTS_deploy.md``); else fp32. The one decision of training's
+    ``amp`` and of inference's ``--precision``
+    (:func:`swinlab.inference.precision.resolve_precision`).
+
+    Args:
+        amp: ``"none"``, ``"bf16"``, ``"fp16"`` or ``"auto"``.
+        option: how the option is named in messages (``"amp"``, ``"--precision"``).
 
     Raises:
         UsageError: ``fp16`` on a CPU, or an unknown mode.
     """
     if amp == "none":
-        return None, "amp=none"
+        return None, f"{option}=none"
     if amp == "bf16":
-        return torch.bfloat16, "amp=bf16"
+        return torch.bfloat16, f"{option}=bf16"
     if amp == "fp16":
         if device.type != "cuda":
-            raise UsageError(f"amp='fp16' needs a CUDA device (got {device}); use amp='bf16' or 'none' on a CPU")
-        return torch.float16, "amp=fp16"
+            raise UsageError(f"{option}=fp16 needs a CUDA device (got {device}); use bf16 or fp32/none on a CPU")
+        return torch.float16, f"{option}=fp16"
     if amp != "auto":
-        raise UsageError(f"amp={amp!r}: expected 'none', 'bf16', 'fp16' or 'auto'")
+        raise UsageError(f"{option}={amp!r}: expected 'none', 'bf16', 'fp16' or 'auto'")
     if device.type == "cuda":
-        return torch.float16, "amp=auto on CUDA"
-    flags = cpu_flags()
-    if "amx_bf16" in flags:
-        return torch.bfloat16, "amp=auto: this CPU has AMX bf16 tiles"
-    if "avx512_bf16" in flags:
-        return torch.bfloat16, "amp=auto: this CPU has AVX512-BF16 instructions"
-    return None, "amp=auto: no bf16 matrix instructions on this CPU, so fp32 is the fast choice"
+        return torch.float16, f"{option}=auto on CUDA"
+    found = cpu_bf16_matrix()
+    if found:
+        return torch.bfloat16, f"{option}=auto: this CPU has {found}"
+    return None, f"{option}=auto: no bf16 matrix instructions on this CPU, so fp32 is the fast choice"
 
 
 class _Split(Dataset):
