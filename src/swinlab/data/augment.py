@@ -64,6 +64,9 @@ class BatchAugment(nn.Module):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if cfg.img_size is None:
             raise ValueError("BatchAugment needs AugmentConfig.img_size (the training input size in pixels)")
+        if cfg.randaugment_mstd > 0:
+            raise ValueError(f"aug.randaugment_mstd={cfg.randaugment_mstd}: kornia's RandAugment has no magnitude "
+                             f"noise; it is drawn by the graph step's DeviceAugment (train_step='graph')")
         self.cfg = cfg
         self.num_classes = int(num_classes)
         size = (cfg.img_size, cfg.img_size)

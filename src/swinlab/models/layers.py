@@ -314,7 +314,8 @@ def drop_path_residual(
         output (``IN_PLACE_INFERENCE_RESIDUAL``): a branch must not return a
         tensor it keeps or shares.
 
-    Speed path (``SKIP_DROPPED_SAMPLES``, eager mode): in training,
+    Speed path (``SKIP_DROPPED_SAMPLES``, eager mode on the CPU: it reads the
+    number of kept samples back, which would stall a GPU's queue): in training,
     :class:`DropPath`'s per-sample draws are made *before* the branch runs,
     the branch runs on the kept samples only and its scaled output is added
     back with ``index_add`` -- the same result as multiplying by the mask
@@ -333,7 +334,7 @@ def drop_path_residual(
             return y.add_(x), extra  # the branch output's memory, not a fresh map
         return x + y, extra
     scale = drop_path.sample_scale(x)  # (B,): DropPath's draws
-    if skip_dropped and SKIP_DROPPED_SAMPLES and not torch.compiler.is_compiling():
+    if skip_dropped and SKIP_DROPPED_SAMPLES and x.device.type == "cpu" and not torch.compiler.is_compiling():
         kept = scale.nonzero().squeeze(1)
         if 0 < kept.numel() < x.shape[0]:
             y, extra = branch(x.index_select(0, kept))
