@@ -6,11 +6,13 @@ that reads nothing back from the device: the loss and the number of correct top-
 predictions of every step stay on the device and are read in one go by :meth:`GraphStep.read`
 (the training loop does it every ``log_every`` steps and at the end of an epoch).  The
 learning rate lives in 0-d tensors of the optimizer's parameter groups (the schedule fills
-them in place), AdamW is the fused kernel, so the step has static shapes and no Python
-value that changes between steps.  With ``compile`` the whole step is one
-``torch.compile(fullgraph=True)`` graph (``loss.backward()`` traced by Dynamo's
-``trace_autograd_ops``; on a torch without it, Dynamo splits the graph at the backward);
-``mode="reduce-overhead"`` replays it as a CUDA graph.
+them in place) and the update is torch's functional ``adamw`` on the optimizer's own state
+(the step counts on the device), so the step has static shapes and no Python value that
+changes between steps.  The gradients come from ``torch.autograd.grad``.  With ``compile``
+the whole step is one ``torch.compile(fullgraph=True)`` graph (the backward traced by
+Dynamo's ``trace_autograd_ops``; on a torch without it, Dynamo splits the graph there);
+``mode="reduce-overhead"`` replays it as a CUDA graph (the optimizer state marked as
+static addresses).
 
 Not supported (:func:`check_graph_step`): gradient accumulation and an fp16 loss scaler
 (both need host decisions per step); ``amp="auto"`` picks bf16 on CUDA instead of fp16.
@@ -120,6 +122,18 @@ def tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
             group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
 
 
+def _adamw_state(state: dict[str, Any], p: torch.Tensor) -> dict[str, Any]:
+    """``torch.optim.AdamW``'s state of ``p`` (created as it does when empty), its ``step``
+    a float32 0-d tensor on ``p``'s device (a resumed classic state keeps it on the CPU)."""
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    elif state["step"].device != p.device:
+        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
+    return state
+
+
 class GraphStep:
     """One training step on device tensors with no host synchronisation (module docstring).
 
@@ -130,7 +144,8 @@ class GraphStep:
 
     Args:
         model: the module the step calls (the model, or its DDP wrapper).
-        optimizer: an AdamW over the model's parameters (``fused=True`` recommended).
+        optimizer: an AdamW over the model's parameters (its groups and state are used;
+            its ``step()`` is not called).
         aug: the augmentation settings (``img_size`` is replaced by ``size``).
         num_classes: K of the soft targets.
         device: where the batches, the model and the augmentation live.
@@ -164,6 +179,7 @@ class GraphStep:
         # eager: the fused kernel; both keep the step counts on the device (no host read)
         self._impl = dict(foreach=True, capturable=True, fused=False) if compile else dict(fused=True)
         self._bound: Any = None
+        self.static_state = compile and mode == "reduce-overhead"
         self._groups: list[tuple[dict[str, Any], list[int], list, list, list]] = []
         self._fn = self._step
         if compile:
@@ -220,19 +236,16 @@ class GraphStep:
             if group.get("amsgrad") or group.get("maximize") or group.get("differentiable"):
                 raise ConfigError("the graph step's AdamW takes no amsgrad, maximize or differentiable groups")
             params = [p for p in group["params"] if p in where]
-            for p in params:
-                state = self.optimizer.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            states = [self.optimizer.state[p] for p in params]
+            states = [_adamw_state(self.optimizer.state[p], p) for p in params]
             self._groups.append((group, [where[p] for p in params], [s["exp_avg"] for s in states],
                                  [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
+            if self.static_state:  # CUDA graphs: no copy of them into the graph's own memory per replay
+                for t in (group["lr"], *(t for s in states for t in s.values())):
+                    torch._dynamo.mark_static_address(t)
         self._bound = self.optimizer.state
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, size: int) -> None:
-        tensor_lr(self.optimizer, self.device)
+        tensor_lr(self.optimizer, self.device)  # before _bind_state: it may mark the lr static
         self._bind_state()
         trace = torch._dynamo.config.patch(trace_autograd_ops=True) if self.fullgraph else contextlib.nullcontext()
         with trace:
