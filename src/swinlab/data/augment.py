@@ -27,7 +27,7 @@ import torch
 from kornia.augmentation.auto import RandAugment
 from torch import nn
 
-from .config import AugmentConfig
+from .config import AugmentConfig, check_augment_setup
 from .eval_transform import Normalize
 from .mixup import Mixup, smooth_one_hot
 from .resize import resize, to_float
@@ -60,10 +60,7 @@ class BatchAugment(nn.Module):
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if cfg.img_size is None:
-            raise ValueError("BatchAugment needs AugmentConfig.img_size (the training input size in pixels)")
+        num_classes = check_augment_setup(cfg, num_classes, "BatchAugment")
         if cfg.randaugment_mstd > 0:
             raise ValueError(f"aug.randaugment_mstd={cfg.randaugment_mstd}: kornia's RandAugment has no magnitude "
                              f"noise; it is drawn by the graph step's DeviceAugment (train_step='graph')")

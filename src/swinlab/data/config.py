@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from ..errors import ConfigError
 
-__all__ = ["AugmentConfig", "INTERPOLATIONS"]
+__all__ = ["AugmentConfig", "INTERPOLATIONS", "check_augment_setup"]
 
 _PAIR_FIELDS = ("crop_scale", "crop_ratio_range")
 _TRIPLE_FIELDS = ("mean", "std")
@@ -181,3 +181,16 @@ class AugmentConfig:
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+
+def check_augment_setup(cfg: AugmentConfig, num_classes: int, who: str) -> int:
+    """``num_classes`` as an int, for the batch augmentation ``who`` built from ``cfg``.
+
+    Raises:
+        ValueError: ``num_classes < 1`` or ``cfg.img_size`` unset.
+    """
+    if isinstance(num_classes, bool) or int(num_classes) < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if cfg.img_size is None:
+        raise ValueError(f"{who} needs AugmentConfig.img_size (the training input size in pixels)")
+    return int(num_classes)

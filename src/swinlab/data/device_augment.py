@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AugmentConfig
+from .config import AugmentConfig, check_augment_setup
 from .eval_transform import Normalize
 from .randaugment import draw_randaugment, randaugment
 
@@ -208,10 +208,7 @@ class DeviceAugment(nn.Module):
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if cfg.img_size is None:
-            raise ValueError("DeviceAugment needs AugmentConfig.img_size (the training input size in pixels)")
+        num_classes = check_augment_setup(cfg, num_classes, "DeviceAugment")
         self.cfg, self.num_classes = cfg, int(num_classes)
         self.normalize = Normalize(cfg.mean, cfg.std)
 
