@@ -11,7 +11,8 @@ batch's device:
 3. RandomHorizontalFlip(hflip);
 4. RandAugment(n, m) -- kornia's op set; timm's magnitude ``m`` (0..10) is mapped to
    kornia's 0..30 scale (``3 m``, clipped to 1..29); kornia picks the ops per batch and
-   has no magnitude noise (timm ``mstd0.5``);
+   has no magnitude noise (timm ``mstd0.5``); :class:`swinlab.data.DeviceAugment` (the
+   graph step) draws them per image, as torchvision;
 5. ColorJitter(brightness = contrast = saturation = color_jitter);
 6. clamp to [0, 1], Normalize(mean, std);
 7. RandomErasing(p) on the normalised tensor, erased with 0 (= the mean colour; timm's

@@ -246,7 +246,8 @@ def _wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module:
         train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
                                               else None)
     if cfg.compile and cfg.train_step == "classic":
-        train_model = torch.compile(train_model, dynamic=False)  # type: ignore[assignment]
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        train_model = torch.compile(train_model, dynamic=False, mode=mode)  # type: ignore[assignment]
     return train_model
 
 
