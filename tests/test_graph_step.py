@@ -188,14 +188,15 @@ def test_batch_augment_refuses_magnitude_noise() -> None:
 
 # ---------------------------------------------------------------------- the step
 def _graph_step(device: str, compile: bool = False, options: dict[str, Any] | None = None,
-                shrunk: bool = True, amp: torch.dtype | None = None) -> tuple[GraphStep, WarmupCosineSchedule]:
+                shrunk: bool = True, amp: torch.dtype | None = None,
+                ddp: bool = False) -> tuple[GraphStep, WarmupCosineSchedule]:
     torch.manual_seed(0)
     model = create_model(REF003.model, num_classes=200, drop_path_rate=REF003.drop_path_rate,
                          **(SHRUNK if shrunk else {})).to(device)
     optimizer = build_optimizer(model, REF003.lr, REF003.weight_decay, REF003.betas)
     schedule = WarmupCosineSchedule(optimizer, REF003.lr, 100, 2, REF003.warmup_lr_init, REF003.min_lr)
     step = GraphStep(model, optimizer, REF003.aug, 200, torch.device(device), amp, REF003.clip_grad,
-                     compile=compile, options=options)
+                     compile=compile, options=options, ddp=ddp)
     return step, schedule
 
 
@@ -330,3 +331,15 @@ def test_schedule_fills_a_tensor_lr_in_place() -> None:
     opt.param_groups[0]["lr"] = lr
     schedule.step()
     assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.05)
+
+
+def test_backward_form_for_ddp_gives_the_same_step() -> None:
+    """``ddp=True`` takes its gradients from ``loss.backward()`` (what DDP's all-reduce hooks
+    need) instead of ``torch.autograd.grad``: the same losses and weights, ``.grad`` cleared."""
+    batches = [_batch(seed=i) for i in range(2)]
+    step, schedule = _graph_step("cpu")
+    plain = _run(step, schedule, batches)
+    backward, schedule = _graph_step("cpu", ddp=True)
+    assert _run(backward, schedule, batches) == plain
+    assert all(p.grad is None for p in backward.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(backward.model.parameters(), step.model.parameters()))
