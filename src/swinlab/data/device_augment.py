@@ -13,7 +13,8 @@ per-image transforms of reference 003 draw them:
    the clamped aspect) or ``pad_crop`` (random crop of the zero-padded image), and the
    horizontal flip, as one affine matrix per image: one batched resampling
    (``affine_grid`` + ``grid_sample``, ``cfg.interpolation``; no antialiasing, so a crop
-   larger than the output aliases: reference 003's crops are upsampled);
+   larger than the output aliases: reference 003's crops are upsampled); without
+   RandomResizedCrop the batch is first resized (antialiased) to the output size;
 3. RandAugment(n, m) with operations and magnitudes per image
    (:mod:`swinlab.data.randaugment`; ``m`` is timm's 0..10 scale of the config, times 3 on
    torchvision's 0..30 scale, ``randaugment_mstd`` its per-image noise);
@@ -36,6 +37,7 @@ from torch import nn
 from .config import AugmentConfig, check_augment_setup
 from .eval_transform import Normalize
 from .randaugment import draw_randaugment, randaugment
+from .resize import resize
 
 __all__ = ["DeviceAugment", "crop_theta", "first_fit_boxes", "colour_jitter", "random_erase", "mix_batch",
            "smooth_targets"]
@@ -239,9 +241,8 @@ class DeviceAugment(nn.Module):
         """Crop (random-resized, padded or none) and flip as one resampling to ``img x img``."""
         cfg, (batch, _, height, width) = self.cfg, x.shape
         size = cfg.img_size
-        if cfg.pad_crop is not None and (height, width) != (size, size):
-            x, height, width = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                             align_corners=False), size, size
+        if cfg.pad_crop is not None or not cfg.random_resized_crop:  # resized first, as BatchAugment
+            x, height, width = resize(x, (size, size), cfg.interpolation), size, size
         flip = torch.rand(batch, device=x.device) < cfg.hflip
         if cfg.pad_crop is not None:  # a size x size window of the zero-padded image
             h = w = torch.full((batch,), float(size), device=x.device)
@@ -261,7 +262,6 @@ class DeviceAugment(nn.Module):
             top = left = torch.zeros(batch, device=x.device)
         theta = crop_theta(top, left, h, w, flip, height, width)
         grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
-        mode = "bicubic" if cfg.interpolation == "bicubic" else cfg.interpolation
-        x = F.grid_sample(x, grid, mode=mode, padding_mode="zeros" if cfg.pad_crop else "border",
+        x = F.grid_sample(x, grid, mode=cfg.interpolation, padding_mode="zeros" if cfg.pad_crop is not None else "border",
                           align_corners=False)
         return x.clamp(0.0, 1.0)
