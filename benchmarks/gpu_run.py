@@ -260,8 +260,8 @@ def train_budget(cfg: Any) -> dict[str, Any]:
 
     def show(epoch: int, r: dict[str, Any]) -> None:
         val = f", val top-1 {r['val_top1']:.2f}% top-5 {r['val_top5']:.2f}%" if "val_top1" in r else ""
-        print(f"epoch {r['epoch_frac']:.2f}: train loss {r['train_loss']:.4f}{val}, {r['images_per_s'] or 0:.0f} img/s, "
-              f"lr {r['lr']:.3g}, {r['time_s']:.0f} s", flush=True)
+        print(f"epoch {r['epoch_frac']:.2f}: train loss {r['train_loss']:.4f}{val}, "
+              f"{r['images_per_s'] or 0:.0f} img/s, lr {r['lr']:.3g}, {r['time_s']:.0f} s", flush=True)
 
     summary = train(cfg, on_epoch_end=show)
     speeds = _logged_speeds(Path(summary["run_dir"]) / "metrics_steps.csv")

@@ -45,5 +45,6 @@ def test_gpu_run_dry_runs_on_the_cpu(tmp_path: Path) -> None:
     assert result["environment"]["device"] == "cpu" and result["profile"]["steps"] >= 10
     assert result["profile"]["host_ms_per_step"] > 0 and "graph_step" in result["profile"]["top_operators"]
     train = result["train"]
-    assert train["epochs_completed"] >= 1 and train["val_top1"] is not None and train["stopped_by_time_budget"]
-    assert (out / "metrics.jsonl").is_file() and "sha256 ok" in res.stdout and result["total_s"] < 75
+    assert train["epochs_completed"] >= 1 and train["val_top1"] is not None  # (all 100 epochs if the CPU is quiet)
+    assert (out / "metrics.jsonl").is_file() and "sha256 ok" in res.stdout
+    assert result["total_s"] < 75  # the 1-minute call budget, and a little for the last evaluation

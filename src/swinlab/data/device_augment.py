@@ -262,6 +262,6 @@ class DeviceAugment(nn.Module):
             top = left = torch.zeros(batch, device=x.device)
         theta = crop_theta(top, left, h, w, flip, height, width)
         grid = F.affine_grid(theta, [batch, 3, size, size], align_corners=False)
-        x = F.grid_sample(x, grid, mode=cfg.interpolation, padding_mode="zeros" if cfg.pad_crop is not None else "border",
-                          align_corners=False)
+        padding = "zeros" if cfg.pad_crop is not None else "border"
+        x = F.grid_sample(x, grid, mode=cfg.interpolation, padding_mode=padding, align_corners=False)
         return x.clamp(0.0, 1.0)

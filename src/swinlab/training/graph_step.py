@@ -195,8 +195,8 @@ class GraphStep:
     def _step(self, images: torch.Tensor, labels: torch.Tensor, augment: nn.Module) -> torch.Tensor:
         """Augment, forward, loss, backward, clip, AdamW: ``(2,)`` float32 ``[loss, correct]``."""
         inputs, soft = augment(images, labels)
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
-        with autocast:
+        amp = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp) if amp else contextlib.nullcontext():
             logits = self.model(inputs)
         loss = soft_target_cross_entropy(logits.float(), soft)
         if self.ddp:  # DDP all-reduces in the hooks of backward()
