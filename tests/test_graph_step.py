@@ -262,8 +262,9 @@ def test_compiled_reference_003_step_matches_eager(one_thread: None) -> None:
     """Inductor, ``fullgraph=True``, on the CPU: reference 003's step (augmentation, forward,
     loss, backward, clipping, AdamW) with the Swin-T shrunk to two one-block stages (the full
     model's compile takes minutes on 2 cores), batch 4, 3 steps, the same random draws
-    (``fallback_random``): losses within 1e-3 of eager. Measured here: about 150 s with an
-    empty Inductor cache on a busy 2-core machine, about 25 s with a warm one."""
+    (``fallback_random``): losses within 1e-3 of eager. Measured here: 104 s with an empty
+    Inductor cache on a busy 2-core machine (load ~4), 8 s with a warm one; the full Swin-T
+    step took 260 s to compile (benchmarks/bench_step_ops.py)."""
     torch._dynamo.reset()
     batches = [_batch(seed=i) for i in range(3)]
     eager = _run(*_graph_step("cpu"), batches)

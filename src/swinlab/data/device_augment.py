@@ -195,8 +195,9 @@ class DeviceAugment(nn.Module):
     float32 (B, K))``, on the images' device, with no host synchronisation (module docstring).
 
     The device counterpart of :class:`swinlab.data.BatchAugment` (same ``AugmentConfig``,
-    same order, same outputs: normalised images and soft targets whose rows sum to 1), with
-    torchvision's per-image draws where kornia draws per batch.  Randomness comes from
+    same order, the same kind of output: normalised images and soft targets whose rows sum
+    to 1), with torchvision's per-image draws where kornia draws per batch (RandAugment's
+    operations, ColorJitter's order), so the two do not give the same batches.  Randomness comes from
     torch's generator of the images' device; the shapes of every intermediate depend only on
     ``B, H, W`` and ``cfg``.
 

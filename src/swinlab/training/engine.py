@@ -12,6 +12,9 @@ A run is set up (:func:`_setup`: data, model, optimizer, schedule; on
 (:func:`_train_epoch`, :func:`_finish_epoch`: evaluate, commit the
 checkpoint, log). The run folder belongs to one process at a time (a lock),
 rank 0 alone writes it (:class:`~.writer.RunWriter`, crash-safe order).
+With ``train_step="graph"`` a step is one call of :class:`~.graph_step.GraphStep`
+(augmentation to optimizer update, nothing read back) and its losses are read every
+``log_every`` steps and at the end of an epoch (:func:`_read_graph_step`).
 
 Exact resume: an epoch's data order depends on ``(seed, epoch)`` only, and a
 checkpoint holds every rank's RNG states and the position inside the epoch,
