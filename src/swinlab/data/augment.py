@@ -11,7 +11,8 @@ batch's device:
 3. RandomHorizontalFlip(hflip);
 4. RandAugment(n, m) -- kornia's op set; timm's magnitude ``m`` (0..10) is mapped to
    kornia's 0..30 scale (``3 m``, clipped to 1..29); kornia picks the ops per batch and
-   has no magnitude noise (timm ``mstd0.5``);
+   has no magnitude noise (timm ``mstd0.5``); :class:`swinlab.data.DeviceAugment` (the
+   graph step) draws them per image, as torchvision;
 5. ColorJitter(brightness = contrast = saturation = color_jitter);
 6. clamp to [0, 1], Normalize(mean, std);
 7. RandomErasing(p) on the normalised tensor, erased with 0 (= the mean colour; timm's
@@ -27,7 +28,7 @@ import torch
 from kornia.augmentation.auto import RandAugment
 from torch import nn
 
-from .config import AugmentConfig
+from .config import AugmentConfig, check_augment_setup
 from .eval_transform import Normalize
 from .mixup import Mixup, smooth_one_hot
 from .resize import resize, to_float
@@ -60,10 +61,10 @@ class BatchAugment(nn.Module):
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if cfg.img_size is None:
-            raise ValueError("BatchAugment needs AugmentConfig.img_size (the training input size in pixels)")
+        num_classes = check_augment_setup(cfg, num_classes, "BatchAugment")
+        if cfg.randaugment_mstd > 0:
+            raise ValueError(f"aug.randaugment_mstd={cfg.randaugment_mstd}: kornia's RandAugment has no magnitude "
+                             f"noise; it is drawn by the graph step's DeviceAugment (train_step='graph')")
         self.cfg = cfg
         self.num_classes = int(num_classes)
         size = (cfg.img_size, cfg.img_size)

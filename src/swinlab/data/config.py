@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ..constants import DEFAULT_CROP_RATIO, DEFAULT_INTERPOLATION, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from ..errors import ConfigError
 
-__all__ = ["AugmentConfig", "INTERPOLATIONS"]
+__all__ = ["AugmentConfig", "INTERPOLATIONS", "check_augment_setup"]
 
 _PAIR_FIELDS = ("crop_scale", "crop_ratio_range")
 _TRIPLE_FIELDS = ("mean", "std")
@@ -53,7 +53,10 @@ class AugmentConfig:
         hflip: probability of a horizontal flip.
         randaugment_n: number of RandAugment ops per batch (0 = off).
         randaugment_m: RandAugment magnitude on timm's 0..10 scale (``rand-m9`` = 9);
-            converted to kornia's 0..30 scale internally.
+            times 3 on kornia's and torchvision's 0..30 scale.
+        randaugment_mstd: per-image Gaussian noise (std, timm's 0..10 scale) on the
+            RandAugment magnitude, timm's ``mstd``; 0 = torchvision's fixed magnitude.
+            Only :class:`swinlab.data.DeviceAugment` (the graph step) draws it.
         color_jitter: brightness/contrast/saturation jitter strength (0 = off); timm /
             Swin apply it only when RandAugment is off, here both are honoured if set.
         random_erasing: probability of random erasing (Zhong et al. 2017) per image.
@@ -80,6 +83,7 @@ class AugmentConfig:
     hflip: float = 0.5
     randaugment_n: int = 0
     randaugment_m: float = 9
+    randaugment_mstd: float = 0.0
     color_jitter: float = 0.0
     random_erasing: float = 0.0
     mixup_alpha: float = 0.0
@@ -123,7 +127,7 @@ class AugmentConfig:
             _check_prob(name, getattr(self, name))
         if not (0.0 <= float(self.label_smoothing) < 1.0):
             raise ConfigError(f"AugmentConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        for name in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
+        for name in ("color_jitter", "mixup_alpha", "cutmix_alpha", "randaugment_mstd"):
             _check_nonneg(name, getattr(self, name))
         if isinstance(self.randaugment_n, bool) or not isinstance(self.randaugment_n, int) or not (
             0 <= self.randaugment_n <= 14
@@ -185,3 +189,16 @@ class AugmentConfig:
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+
+def check_augment_setup(cfg: AugmentConfig, num_classes: int, who: str) -> int:
+    """``num_classes`` as an int, for the batch augmentation ``who`` built from ``cfg``.
+
+    Raises:
+        ValueError: ``num_classes < 1`` or ``cfg.img_size`` unset.
+    """
+    if isinstance(num_classes, bool) or int(num_classes) < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if cfg.img_size is None:
+        raise ValueError(f"{who} needs AugmentConfig.img_size (the training input size in pixels)")
+    return int(num_classes)

@@ -355,7 +355,8 @@ def drop_path_residual(
 
     ``in_place_residual``: without autograd (and outside graph building)
     the sum is written into the branch output instead of a fresh map.
-    ``skip_dropped_samples`` (eager mode): in training, :class:`DropPath`'s
+    ``skip_dropped_samples`` (eager mode on the CPU: it reads the number of kept
+    samples back, which would stall a GPU's queue): in training, :class:`DropPath`'s
     per-sample draws are made *before* the branch runs, the branch runs on
     the kept samples only and its scaled output is added back with
     ``index_add`` -- the same result as multiplying by the mask (to the
@@ -372,7 +373,7 @@ def drop_path_residual(
             return y.add_(x)  # the branch output's memory, not a fresh map
         return x + y
     scale = drop_path.sample_scale(x)  # (B,): DropPath's draws
-    if skip_dropped and speed.skip_dropped_samples and not torch.compiler.is_compiling():
+    if skip_dropped and speed.skip_dropped_samples and x.device.type == "cpu" and not torch.compiler.is_compiling():
         kept = scale.nonzero().squeeze(1)
         if 0 < kept.numel() < x.shape[0]:
             y = branch(x.index_select(0, kept))

@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 AmpMode = Literal["none", "bf16", "fp16", "auto"]
+StepName = Literal["classic", "graph"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 ScheduleName = Literal["cosine", "constant"]
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -110,7 +112,12 @@ class TrainConfig:
     amp: AmpMode = _f("none", "mixed precision: none, bf16, fp16 (CUDA) or auto")
     eval_amp: bool = _f(False, "evaluate under the training autocast (default: full precision)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
-    compile: bool = _f(False, "torch.compile the training step's model (Inductor)")
+    compile: bool = _f(False, "torch.compile the training step's model (Inductor); with train_step=graph the "
+                              "whole step, as one graph")
+    compile_mode: CompileMode = _f("default", "torch.compile mode (reduce-overhead: CUDA graphs)")
+    train_step: StepName = _f("classic", "classic: kornia augmentation, then the model's step, its loss read every "
+                                         "step; graph: per-image device augmentation and the whole step as one "
+                                         "function with no host synchronisation (training.graph_step)")
     ema_decay: float | None = _f(None, "keep an exponential moving average of the weights (e.g. 0.999)")
     tta_hflip: bool = _f(False, "evaluate on each image and its mirror image (averaged logits)")
     seed: int = _f(0, "random seed")
@@ -218,6 +225,10 @@ def _validate_ranges(cfg: TrainConfig, source: str) -> None:
         ("holdout_fraction", cfg.holdout_fraction is None or 0.0 < cfg.holdout_fraction < 1.0,
          "null or a fraction in (0, 1)"),
     ]
+    checks.append(("accum_steps", cfg.train_step == "classic" or cfg.accum_steps == 1,
+                   "1 with train_step='graph' (one optimizer step per batch)"))
+    checks.append(("amp", cfg.train_step == "classic" or cfg.amp != "fp16",
+                   "none, bf16 or auto with train_step='graph' (it has no fp16 loss scaler)"))
     for key, ok, expected in checks:
         if not ok:
             raise bad(key, expected)

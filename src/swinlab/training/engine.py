@@ -12,6 +12,9 @@ A run is set up (:func:`_setup`: data, model, optimizer, schedule; on
 (:func:`_train_epoch`, :func:`_finish_epoch`: evaluate, commit the
 checkpoint, log). The run folder belongs to one process at a time (a lock),
 rank 0 alone writes it (:class:`~.writer.RunWriter`, crash-safe order).
+With ``train_step="graph"`` a step is one call of :class:`~.graph_step.GraphStep`
+(augmentation to optimizer update, nothing read back) and its losses are read every
+``log_every`` steps and at the end of an epoch (:func:`_read_graph_step`).
 
 Exact resume: an epoch's data order depends on ``(seed, epoch)`` only, and a
 checkpoint holds every rank's RNG states and the position inside the epoch,
@@ -35,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
@@ -52,6 +54,8 @@ from .distributed import (DistInfo, all_reduce_sum, barrier, cleanup_distributed
                           init_distributed)
 from .ema import ModelEma
 from .evaluation import evaluate_model
+from .graph_step import GraphStep, graph_precision
+from .metrics import soft_target_cross_entropy
 from .optim import build_optimizer, freeze_for_linear_probe, scaled_lr
 from .schedule import WarmupCosineSchedule
 from .setup import ResizeSchedule, TrainData, build_data, build_run_model, choose_precision
@@ -67,21 +71,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``sum_c -targets[b, c] * log_softmax(logits)[b, c]``.
-
-    ``logits``, ``targets``: ``(B, C)``; targets are rows of class
-    probabilities (mixup / cutmix / label smoothing). timm's
-    ``SoftTargetCrossEntropy`` (used by the official Swin code).
-
-    Raises:
-        ValueError: shapes differ.
-    """
-    if logits.shape != targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and soft targets {tuple(targets.shape)} differ in shape")
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 # ---------------------------------------------------------------------- state
@@ -176,6 +165,7 @@ class Run:
     val_loader: Any = None
     train_tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # cached train set on the device
     augmenters: dict[int, data.BatchAugment] = field(default_factory=dict)
+    graph_step: GraphStep | None = None  # train_step="graph": the whole step as one function
     step_losses: list[float] = field(default_factory=list)
     train_images: int = 0
     train_time_s: float = 0.0
@@ -251,15 +241,17 @@ def _optimization(cfg: TrainConfig, model: nn.Module, info: DistInfo, n_train: i
 
 def _wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module:
     """The module the training step calls: DDP across processes, then ``torch.compile``
-    (one static graph per input size: the training batch never changes size)."""
+    (one static graph per input size: the training batch never changes size; the graph
+    step compiles the whole step instead, :class:`~.graph_step.GraphStep`)."""
     train_model: nn.Module = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
                                               else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model, dynamic=False)  # type: ignore[assignment]
+    if cfg.compile and cfg.train_step == "classic":
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        train_model = torch.compile(train_model, dynamic=False, mode=mode)  # type: ignore[assignment]
     return train_model
 
 
@@ -291,6 +283,8 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
         raise ConfigError(f"run folder {run_dir.path} already holds a checkpoint; pass --resume {run_dir.path} to "
                           f"continue it, --overwrite to start over, or choose another --out")
     amp_dtype, reason = choose_precision(cfg.amp, info.device)
+    if cfg.train_step == "graph":
+        amp_dtype, reason = graph_precision(cfg.amp, amp_dtype, reason)
     dat = build_data(cfg, cfg.progress and info.is_main)
     model = build_run_model(cfg, dat.num_classes, dat.aug.img_size, load_pretrained=resumed is None).to(info.device)
     if resumed is None and getattr(model, "pretrained_report", None) is not None:
@@ -307,6 +301,9 @@ def _setup(cfg: TrainConfig, info: DistInfo, t_start: float, signals: StopSignal
               resize=ResizeSchedule(cfg.progressive_resize, dat.aug.img_size), signals=signals, t_start=t_start,
               resolved=_resolved(cfg, dat, model, info, global_batch, spe, amp_dtype, reason))
     run.train_tensors = _train_tensors(dat.train, info)
+    if cfg.train_step == "graph":
+        run.graph_step = GraphStep(run.train_model, optimizer, dat.aug, dat.num_classes, info.device, amp_dtype,
+                                   cfg.clip_grad, compile=cfg.compile, mode=cfg.compile_mode, ddp=info.enabled)
     run.val_loader = data.build_loader(dat.val, cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                                        num_workers=cfg.num_workers, seed=cfg.seed)
     if resumed is not None:
@@ -493,15 +490,17 @@ def _train_epoch(run: Run) -> str | None:
     run.optimizer.zero_grad(set_to_none=True)
     try:
         for images, targets in loader:
-            boundary = _micro_step(run, images, targets)
+            boundary = _graph_step(run, images, targets) if run.graph_step else _micro_step(run, images, targets)
             bar.update(1)
             if boundary:
-                bar.set_postfix(loss=f"{run.step_losses[-1]:.3f}", lr=f"{run.scheduler.last_lr:.2e}")
+                if run.step_losses:  # (the graph step's losses arrive every log_every steps)
+                    bar.set_postfix(loss=f"{run.step_losses[-1]:.3f}", lr=f"{run.scheduler.last_lr:.2e}")
                 stop = _stop_reason(run)
                 if stop:
                     return stop
         return None
     finally:
+        _read_graph_step(run)
         bar.close()
         run.train_time_s += time.time() - t0
         run.train_images += int(p.sums[2] - seen0) * info.world_size
@@ -528,10 +527,7 @@ def _micro_step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> bool:
         run.scaler.scale(loss / cfg.accum_steps).backward()
     loss_v = float(loss.detach())
     if not math.isfinite(loss_v):
-        raise DivergedError(
-            f"the training loss became {loss_v} at epoch {p.epoch + 1}, step {p.step + 1} (lr "
-            f"{run.scheduler.last_lr:.3g}): the run diverged. Lower --lr, clip gradients (--set clip_grad=1.0) or "
-            f"warm up longer (--warmup-epochs); resume from the last checkpoint with --resume {run.run_dir.path}")
+        raise _diverged(run, loss_v, p.step + 1)
     p.sums[0] += loss_v * images.shape[0]
     p.sums[1] += float((logits.detach().argmax(dim=1) == targets.to(device)).sum())
     p.sums[2] += float(images.shape[0])
@@ -539,6 +535,48 @@ def _micro_step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> bool:
     if boundary:
         _optimizer_step(run, loss_v, size)
     return boundary
+
+
+def _graph_step(run: Run, images: torch.Tensor, targets: torch.Tensor) -> bool:
+    """One step of :class:`~.graph_step.GraphStep` (nothing read back); its losses and
+    counts are read every ``log_every`` steps (:func:`_read_graph_step`). Always a boundary."""
+    cfg, p, device = run.cfg, run.progress, run.info.device
+    size = run.resize.size_at(run.run_fraction())
+    run.graph_step(images.to(device, non_blocking=True), targets.to(device, non_blocking=True), size)
+    p.batch += 1
+    p.step += 1
+    run.scheduler.step(run.budget.fraction() if cfg.time_budget_schedule else None)
+    if run.ema is not None:
+        run.ema.update(run.model)
+    if p.step % cfg.log_every == 0 or p.step == _ESTIMATE_AFTER:
+        _read_graph_step(run)
+        if run.writer is not None:
+            _log_step(run, run.step_losses[-1], size)
+    return True
+
+
+def _read_graph_step(run: Run) -> None:
+    """Fold the graph step's pending losses and counts into the progress (one host read).
+
+    Raises:
+        DivergedError: a loss among them is NaN or infinite.
+    """
+    if run.graph_step is None:
+        return
+    losses, sums = run.graph_step.read()
+    p = run.progress
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise _diverged(run, losses[bad], p.step - len(losses) + bad + 1)
+    p.sums = [a + b for a, b in zip(p.sums, sums)]
+    run.step_losses.extend(losses)
+
+
+def _diverged(run: Run, loss_v: float, step: int) -> DivergedError:
+    return DivergedError(
+        f"the training loss became {loss_v} at epoch {run.progress.epoch + 1}, step {step} (lr "
+        f"{run.scheduler.last_lr:.3g}): the run diverged. Lower --lr, clip gradients (--set clip_grad=1.0) or "
+        f"warm up longer (--warmup-epochs); resume from the last checkpoint with --resume {run.run_dir.path}")
 
 
 def _optimizer_step(run: Run, loss_v: float, size: int) -> None:

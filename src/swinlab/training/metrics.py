@@ -23,6 +23,7 @@ __all__ = [
     "topk_accuracy",
     "topk_correct",
     "MetricAccumulator",
+    "soft_target_cross_entropy",
 ]
 
 
@@ -185,3 +186,18 @@ class MetricAccumulator:
         out["per_class_count"] = self.per_class_total.tolist()
         out["confusion"] = self.confusion.clone()
         return out
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``sum_c -targets[b, c] * log_softmax(logits)[b, c]``.
+
+    ``logits``, ``targets``: ``(B, C)``; targets are rows of class
+    probabilities (mixup / cutmix / label smoothing). timm's
+    ``SoftTargetCrossEntropy`` (used by the official Swin code).
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and soft targets {tuple(targets.shape)} differ in shape")
+    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch.optim import Optimizer
 
 __all__ = ["WarmupCosineSchedule"]
@@ -27,7 +28,7 @@ class WarmupCosineSchedule:
     """Set the lr of every param group of ``optimizer`` once per optimizer step.
 
     Each param group's lr is ``lr(t) * group.get("lr_scale", 1.0)`` (layer-wise
-    decay scales). ``step()`` advances one iteration and applies the lr of the
+    decay scales), filled in place where the group holds its lr in a tensor. ``step()`` advances one iteration and applies the lr of the
     new step; the lr of step 0 is applied at construction.
 
     Args:
@@ -135,7 +136,10 @@ class WarmupCosineSchedule:
     def _apply(self, lr: float) -> None:
         self.last_lr = lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            if isinstance(group["lr"], torch.Tensor):  # the graph step's lr: changed in place, on its device
+                group["lr"].fill_(lr * group.get("lr_scale", 1.0))
+            else:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-Python state (for ``torch.load(weights_only=True)``)."""
