@@ -35,7 +35,10 @@ def headless_chrome(width: int = 1280, height: int = 800) -> Iterator[Any]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--window-size={width},{height}"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # chromedriver in a session of its own: the signals its browser processes send their group at
+    # shutdown must not reach the test process (a full suite run died of SIGSEGV in driver.quit())
+    service = Service(driver_path, popen_kw={"start_new_session": True})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         yield driver
     finally:
