@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from browser_helpers import headless_chrome, needs_chromium
+from browser_helpers import browser_check, needs_chromium
 from runs_helpers import make_squares, tiny_imagenet_classes, tiny_recipe
 from swinlab.inference.reports import (most_confused_pairs, ranked_classes, read_confusion_csv, read_predictions_csv,
                                       unique_names)
@@ -147,17 +147,9 @@ def test_best_worst_classes_and_unique_names():
 @pytest.mark.slow
 @needs_chromium
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    with headless_chrome(1280, 2000) as driver:
-        driver.get((tiny_run["run"] / "report.html").resolve().as_uri())
-        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-            "return document.readyState === 'complete' && [...document.images].every(i => i.complete)"))
-        widths = driver.execute_script("return [...document.images].map(i => i.naturalWidth)")
-        sections = driver.execute_script("return [...document.querySelectorAll('section h2')].map(h => h.innerText)")
-        shot = tmp_path / "swinlab_report.png"
-        driver.save_screenshot(str(shot))
+    shot = tmp_path / "swinlab_report.png"
+    seen = browser_check("check_report", url=(tiny_run["run"] / "report.html").resolve().as_uri(), shot=str(shot))
+    widths, sections = seen["widths"], seen["sections"]
     assert len(widths) >= 34 and min(widths) > 0
     assert sections == list(SECTIONS.values())
     assert Image.open(shot).size[0] == 1280

@@ -30,7 +30,7 @@ from swinlab.cli.main import main
 from swinlab.inference.loading import load_model
 from swinlab.inference.predict import predict
 
-from browser_helpers import headless_chrome, needs_chromium
+from browser_helpers import browser_check, needs_chromium
 from runs_helpers import tiny_imagenet_classes
 
 httpx = pytest.importorskip("httpx")
@@ -262,27 +262,14 @@ def test_micro_batcher_groups_and_splits():
 # ------------------------------------------------------------------ the browser
 @needs_chromium
 def test_demo_page_in_headless_chromium(server, val_images, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     image = tmp_path / "val_2.JPEG"
     image.write_bytes(val_images["val_2.JPEG"])
     expected = httpx.post(f"{server}/predict", content=image.read_bytes(), timeout=60).json()["results"][0]["predictions"]
-    with headless_chrome() as driver:
-        driver.get(server + "/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: d.find_element(By.ID, "block-select").get_attribute("value") == "5")
-        driver.find_element(By.ID, "file-input").send_keys(str(image))
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#top5 li")) == 5)
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('attention-img'); return i.complete && i.naturalWidth > 0;"))
-        items = driver.find_elements(By.CSS_SELECTOR, "#top5 li .cls")
-        assert [i.text for i in items] == [f"{p['rank']}. {p['class']}" for p in expected]
-        assert driver.find_element(By.ID, "attention-img").is_displayed()
-        assert driver.execute_script("return document.getElementById('preview').naturalWidth") == 64
-        shot = tmp_path / "swinlab_demo.png"
-        driver.save_screenshot(str(shot))
+    shot = tmp_path / "swinlab_demo.png"
+    seen = browser_check("check_demo", url=server, image=str(image), shot=str(shot))
+    assert seen["items"] == [f"{p['rank']}. {p['class']}" for p in expected]
+    assert seen["attention_shown"]
+    assert seen["preview_width"] == 64
     assert Image.open(shot).size[0] > 0
     try:
         shutil.copyfile(shot, "/tmp/swinlab_demo.png")  # for a person to look at
