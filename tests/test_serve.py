@@ -73,7 +73,8 @@ def _serve(run_dir: Path, *extra: str):
     port = _free_port()
     cmd = [sys.executable, "-m", "swinlab", "serve", str(run_dir), "--port", str(port), "--max-bytes", str(MAX_BYTES),
            "--max-pixels", str(MAX_PIXELS), "--batch-wait-ms", "50", "--threads", "1", "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a session of its own: no signal the server sends its process group reaches the test process
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
