@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,20 +54,6 @@ def headless_chrome(width: int = 1280, height: int = 800) -> Iterator[Any]:
         driver.quit()
 
 
-@contextmanager
-def _ignoring_sent_sigsegv() -> Iterator[None]:
-    """SIGSEGV ignored while the browser runs and shuts down. In full suite runs the test
-    process received a SIGSEGV sent to it (process-directed, while it was in a ``kill``
-    system call terminating chromedriver; no fault of its own, so faulthandler printed
-    nothing) when Chromium shut down; not diagnosed further. An ignored SIGSEGV only
-    drops signals sent by another process: the kernel still ends a process that faults."""
-    previous = signal.signal(signal.SIGSEGV, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGSEGV, previous)
-
-
 def browser_check(name: str, **kwargs: Any) -> dict[str, Any]:
     """Run the check ``name`` (a function of this module) with ``kwargs`` in a child
     Python process and return what it returned (JSON); the test fails with the child's
@@ -76,8 +61,7 @@ def browser_check(name: str, **kwargs: Any) -> dict[str, Any]:
     pytest.importorskip("selenium")
     cmd = [sys.executable, str(Path(__file__).resolve()), name, json.dumps(kwargs)]
     try:
-        with _ignoring_sent_sigsegv():
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, start_new_session=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, start_new_session=True)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"browser check {name} did not finish in 240 s: {e.stdout}{e.stderr}")
     if proc.returncode != 0 or not proc.stdout.strip():
