@@ -11,6 +11,7 @@ with the same model run in this process, not with fixed numbers.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -392,3 +393,39 @@ def test_openvino_int8_check_refuses_a_graph_that_disagrees(micro, monkeypatch):
     monkeypatch.setattr(nncf, "quantize", lambda graph, dataset, **kw: wrong)
     with pytest.raises(VerificationError, match="OpenVINO int8 and OpenVINO fp32 logits .* is below 0.99"):
         OpenVinoModel.from_model(model, info, int8=True, calibration=torch.randn(2, 3, 64, 64))
+
+
+_FREED_OLDEST_FIRST = """
+import gc, os, signal, sys
+import torch
+from swinlab import create_model
+from swinlab.export import OpenVinoModel
+from swinlab.inference.loading import ModelInfo
+
+model = create_model("swin_micro_patch4_window4_64", num_classes=4).eval()
+info = ModelInfo(model_name="swin_micro_patch4_window4_64", class_names=list("abcd"), img_size=64, source="x")
+first = OpenVinoModel.from_model(model, info, precision="fp32")
+second = OpenVinoModel.from_model(model, info, precision="bf16")
+first(torch.zeros(1, 3, 64, 64)), second(torch.zeros(1, 3, 64, 64))
+del first
+gc.collect()
+del second
+gc.collect()
+got = []
+signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("handled", len(got))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack is Linux's")
+def test_signals_are_handled_after_openvino_models_are_freed_oldest_first(tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's signal stack and unmaps it when
+    freed; two models freed oldest first used to leave the thread on unmapped
+    memory, and the next Python signal handler killed the process (SIGSEGV, the
+    full test suite's crash). In a child process: a handled signal after that."""
+    script = tmp_path / "freed.py"
+    script.write_text(_FREED_OLDEST_FIRST)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.split()[-2:] == ["handled", "1"]

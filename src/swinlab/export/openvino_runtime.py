@@ -24,6 +24,7 @@ it for OpenVINO's CPU plugin with
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import logging
 import os
@@ -38,7 +39,7 @@ from ..errors import InputNotFoundError, InvalidInputError, UsageError
 from .runtime import ExportedModel
 from .verify import VerificationError, verify_on_images
 
-__all__ = ["OPENVINO_PRECISIONS", "import_openvino", "import_nncf", "OpenVinoModel"]
+__all__ = ["OPENVINO_PRECISIONS", "import_openvino", "import_nncf", "keep_signal_stack", "OpenVinoModel"]
 
 #: ``precision`` -> the CPU plugin's ``INFERENCE_PRECISION_HINT``.
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -68,6 +69,43 @@ def import_nncf() -> Any:
     nncf = _import("nncf", "OpenVINO int8 needs NNCF, which is not installed")
     nncf.set_log_level(logging.ERROR)
     return nncf
+
+
+class _SignalStack(ctypes.Structure):
+    """``stack_t`` of ``sigaltstack(2)`` (Linux)."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack():
+    """Runs the block, then gives the calling thread back the alternate
+    signal stack it had before (Linux; elsewhere a no-op).
+
+    OpenVINO's CPU plugin, when it is created (the first ``compile_model`` or
+    ``get_property`` of ``"CPU"`` in a ``Core``), installs a signal stack of its
+    own on the calling thread and unmaps it when the plugin is destroyed; it
+    puts the previous one back only if its own is still the thread's current
+    one (``SigAltStackSetup`` in its ``plugin.cpp``). Two ``Core`` objects
+    freed oldest first (two models; NNCF makes its own) leave the thread on
+    unmapped memory, and the next signal with a Python handler (Ctrl-C,
+    SIGCHLD, SIGTERM) kills the process with SIGSEGV. With the thread's own
+    stack back in place, the plugin's stack is never in use and freeing it is
+    harmless. A stack the kernel refuses back (too small for AMX frames) is
+    left as OpenVINO set it.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            before.ss_flags &= ~1  # SS_ONSTACK is reported, never set
+            libc.sigaltstack(ctypes.byref(before), None)
 
 
 def _onnx_props(path: Path) -> dict[str, str]:
@@ -117,16 +155,17 @@ class OpenVinoModel(ExportedModel):
         p = Path(path)
         if not p.is_file():
             raise InputNotFoundError(f"ONNX file not found: {p}")
-        self.core = ov.Core()
-        graph = self._read(p)
-        self._set_io(p, [d.get_length() if d.is_static else None for d in graph.inputs[0].get_partial_shape()],
-                     _onnx_props(p))
         self.config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
                        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
                        "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-        if int8:
-            graph = self._quantize(graph, calibration)
-        self.compiled = self.core.compile_model(graph, "CPU", self.config)
+        with keep_signal_stack():  # the CPU plugin (and NNCF's own) is created in here
+            self.core = ov.Core()
+            graph = self._read(p)
+            self._set_io(p, [d.get_length() if d.is_static else None for d in graph.inputs[0].get_partial_shape()],
+                         _onnx_props(p))
+            if int8:
+                graph = self._quantize(graph, calibration)
+            self.compiled = self.core.compile_model(graph, "CPU", self.config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino.Type
         self.effective_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.runtime_label = "openvino" + ("-int8" if int8 else "") + ("" if precision == "fp32" else f"-{precision}")
