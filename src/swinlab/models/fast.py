@@ -388,15 +388,19 @@ class BlockedMlpFunction(torch.autograd.Function):
     """``mlp.fc2(mlp.act(mlp.fc1(x)))`` over blocks of rows that saves only its input.
 
     Replaces the MLP's autograd graph in CPU training (``blocked_mlp_training``):
-    backward recomputes each block (one extra fc1 GEMM per block, as
-    ``torch.utils.checkpoint`` would) instead of keeping two ``(M, hidden)``
+    backward recomputes each block's hidden activations (one extra fc1 GEMM
+    per block; fc2's gradients are products with the saved output gradient,
+    so fc2 is not run again) instead of keeping two ``(M, hidden)``
     maps alive. A large map's activations would be fresh memory on every
     step (page faults and zeroing by the kernel); a block's few MiB stay in
-    the heap and in cache. Forward and the recomputation call the ``fc1`` /
-    ``fc2`` modules, so their forward hooks run (once per block, and again
-    in the recomputation, as with ``torch.utils.checkpoint``) and what a hook
-    returns is used. Gradients equal the plain ones up to float rounding of
-    the block-wise sums; no double backward.
+    the heap and in cache. Forward calls the ``fc1`` / ``act`` / ``fc2``
+    modules, so their forward hooks run once per block and what a hook
+    returns is used; the recomputation calls ``fc1`` and ``act`` again (their
+    hooks run again, as with ``torch.utils.checkpoint``). fc2's gradients
+    come from its weight, so a hook that changes fc2's output changes the
+    forward only: build such a model with ``blocked_mlp_training=False``.
+    Gradients equal the plain ones up to float rounding of the block-wise
+    sums; no double backward.
 
     Arguments: ``x2`` ``(M, C)``, ``mlp`` (a :class:`~.layers.Mlp`), ``rows``
     per block, then the parameters ``w1, b1, w2, b2`` (so that autograd
@@ -415,26 +419,29 @@ class BlockedMlpFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
-        x2, *params = ctx.saved_tensors
-        mlp = ctx.mlp
-        need_x, need_params = ctx.needs_input_grad[0], ctx.needs_input_grad[3:]
-        wanted = [p for p, need in zip(params, need_params) if need]
+        x2, w1, b1, w2, b2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[0], *ctx.needs_input_grad[3:7]
         grad = grad.contiguous()
         gx = torch.empty_like(x2) if need_x else None
-        gparams = [torch.zeros_like(p) for p in wanted]  # frozen layers: no weight gradients
+        first = [p for p, need in ((w1, need_w1), (b1, need_b1)) if need]  # frozen layers: no gradients
+        g_first = [torch.zeros_like(p) for p in first]
+        gw2 = torch.zeros_like(w2) if need_w2 else None
         for start in range(0, x2.shape[0], ctx.rows):
             xb = x2[start:start + ctx.rows].detach().requires_grad_(need_x)
+            gb = grad[start:start + ctx.rows]
             with torch.enable_grad():
-                yb = mlp.fc2(mlp.act(mlp.fc1(xb)))
-            inputs = ([xb] if need_x else []) + wanted
-            grads = torch.autograd.grad(yb, inputs, grad[start:start + ctx.rows]) if inputs else ()
+                a = ctx.mlp.act(ctx.mlp.fc1(xb))  # fc2 is not recomputed: its gradients need only a
+            if gw2 is not None:
+                gw2.addmm_(gb.t(), a.detach())
+            inputs = ([xb] if need_x else []) + first
+            grads = list(torch.autograd.grad(a, inputs, torch.mm(gb, w2))) if inputs else []
             if need_x:
-                gx[start:start + ctx.rows] = grads[0]
-                grads = grads[1:]
-            for acc, g in zip(gparams, grads):
+                gx[start:start + ctx.rows] = grads.pop(0)
+            for acc, g in zip(g_first, grads):
                 acc.add_(g)
-        it = iter(gparams)
-        return (gx, None, None, *(next(it) if need else None for need in need_params))
+        it = iter(g_first)
+        g1 = [next(it) if need else None for need in (need_w1, need_b1)]
+        return gx, None, None, *g1, gw2, (grad.sum(0) if need_b2 else None)
 
 
 class FastMlp(Mlp):
