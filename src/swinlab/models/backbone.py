@@ -193,6 +193,8 @@ class BackboneMixin:
             for block in blocks:
                 x = checkpoint(block, x, use_reentrant=False)
             return x
+        if isinstance(blocks, nn.Sequential):
+            return blocks(x)  # one module call: hooks on the container run
         for block in blocks:
             x = block(x)
         return x
@@ -241,7 +243,10 @@ class StagedBackboneMixin(BackboneMixin):
         return drop(x) if drop is not None else x
 
     def _run_stage(self, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One stage: ``(its blocks' output, the map after its patch merging)``, both channels last."""
+        """One stage, its blocks and its merging called in turn (the stage's
+        own forward is called by :meth:`_features` when no block is
+        checkpointed): ``(its blocks' output, the map after its patch
+        merging)``, both channels last."""
         feat = self._run_blocks(layer.blocks, x)
         downsample = getattr(layer, "downsample", None)
         return feat, (downsample(feat) if downsample is not None else feat)
@@ -249,8 +254,9 @@ class StagedBackboneMixin(BackboneMixin):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, h, w, C_last)``, final-normed (channels last)."""
         x = self._embed(x)
+        checkpointing = self._checkpointing()
         for layer in self.layers:  # type: ignore[attr-defined]
-            x = self._run_stage(layer, x)[1]
+            x = self._run_stage(layer, x)[1] if checkpointing else layer(x)
         return self.norm(x) if self.norm is not None else x  # type: ignore[attr-defined]
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
