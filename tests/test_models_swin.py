@@ -138,17 +138,17 @@ def test_any_size_and_no_state_change(swin_t):
     assert torch.equal(before, after)
 
 
-def test_forward_stages_and_pooled_shapes(swin_t):
+def test_forward_intermediates_and_pooled_shapes(swin_t):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        stages = swin_t.forward_stages(x)
+        stages = swin_t.forward_intermediates(x, intermediates_only=True)
         feats = swin_t.forward_features(x)
         pooled = swin_t.forward_pooled(x)
     assert [tuple(s.shape) for s in stages] == [(1, 96, 56, 56), (1, 192, 28, 28), (1, 384, 14, 14), (1, 768, 7, 7)]
     assert feats.shape == (1, 768, 7, 7) and pooled.shape == (1, 768)
     assert torch.allclose(swin_t.head(pooled), swin_t.forward_head(feats), atol=1e-6)
     with torch.no_grad():
-        odd = swin_t.forward_stages(torch.randn(1, 3, 250, 300))
+        odd = swin_t.forward_intermediates(torch.randn(1, 3, 250, 300), intermediates_only=True)
     assert [tuple(s.shape[-2:]) for s in odd] == [(63, 75), (32, 38), (16, 19), (8, 10)]
 
 
@@ -471,7 +471,7 @@ def test_error_bad_constructor_arguments():
 def test_padding_rule_matches_math():
     model = _tiny(patch_size=4).eval()
     with torch.no_grad():
-        stages = model.forward_stages(torch.randn(1, 3, 30, 45))
+        stages = model.forward_intermediates(torch.randn(1, 3, 30, 45), intermediates_only=True)
     h, w = math.ceil(30 / 4), math.ceil(45 / 4)
     assert tuple(stages[0].shape[-2:]) == (h, w)
     assert tuple(stages[1].shape[-2:]) == (math.ceil(h / 2), math.ceil(w / 2))

@@ -2,10 +2,13 @@
 000's Keras variant (:mod:`.keras_swin`), ViT (:mod:`.vit`), the plain shared
 layers (:mod:`.layers`), the speed paths and their per-model options
 (:mod:`.fast`, :class:`SpeedOptions`) -- and the data-only registry
-(:mod:`.registry`, entries in :mod:`.zoo`). Building with pretrained weights
+(:mod:`.registry`, entries in :mod:`.zoo`); the backbone API of every
+family (``forward_intermediates``, ``features_only``, gradient
+checkpointing: :mod:`.backbone`). Building with pretrained weights
 is :func:`swinlab.create_model` (``swinlab.factory``)."""
 
 from . import zoo  # noqa: F401  (registers the configurations)
+from .backbone import FeatureBackbone, FeatureInfo
 from .fast import SpeedOptions
 from .keras_swin import KerasSwinTransformer
 from .layers import record_attention
@@ -24,6 +27,8 @@ from .swin import SwinTransformer
 from .vit import VisionTransformer
 
 __all__ = [
+    "FeatureBackbone",
+    "FeatureInfo",
     "KerasSwinTransformer",
     "ModelSpec",
     "PretrainedCfg",

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast
+from .backbone import StagedBackboneMixin
 from .fast import SpeedOptions, make_dropout, make_mlp, resolve_speed, window_order
 from .layers import AttentionModule, DropPath, init_weights, record_attention, to_2tuple
 from .windows import (
@@ -406,8 +407,14 @@ def _per_stage(value, num_stages: int, name: str) -> tuple[int, ...]:
     return t
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(StagedBackboneMixin, nn.Module):
     """Swin Transformer V1 classifier and backbone.
+
+    The forward, the backbone API (``forward_intermediates``,
+    ``feature_info``, ``set_grad_checkpointing``, ``group_matcher``,
+    ``get_classifier`` / ``reset_classifier``) and ``forward_attention`` come
+    from :class:`~.backbone.StagedBackboneMixin`; this class builds the
+    modules and embeds the patches (``_embed``).
 
     Args:
         img_size: default input size (int or (H, W)). It sets the windows of
@@ -442,7 +449,9 @@ class SwinTransformer(nn.Module):
             ``SpeedOptions.plain()`` gives the reference formulation.
 
     ``forward(x)``: ``(B, in_chans, H, W)`` -> ``(B, num_classes)`` (or
-    ``(B, C_last)`` when ``num_classes == 0``).
+    ``(B, C_last)`` when ``num_classes == 0``). ``forward_features(x)``: the
+    final normed map ``(B, C_last, h, w)``; ``forward_intermediates(x)``:
+    the stage maps ``(B, C * 2**i, H / (p * 2**i), ...)``.
 
     Raises:
         ValueError: inconsistent per-stage arguments, or bad inputs (wrong
@@ -552,25 +561,9 @@ class SwinTransformer(nn.Module):
         ``optimizer.py``, ``set_weight_decay``)."""
         return {"relative_position_bias_table"}
 
-    def group_matcher(self) -> list[tuple[str, int]]:
-        """Layer-wise lr decay groups (timm's ``group_matcher``, SimMIM's
-        ``get_swin_layer``): ``(parameter name prefix, layer id)`` pairs, the
-        first matching prefix wins; a name matching none belongs to the last
-        layer (final norm, head). Embeddings 0, block k counted over all
-        stages k + 1, the patch merging after stage i the id of that stage's
-        last block; ``num_lr_layers = sum(depths) + 2``."""
-        groups = [("patch_embed.", 0), ("absolute_pos_embed", 0)]
-        for i, layer in enumerate(self.layers):
-            start = sum(self.depths[:i])
-            groups += [(f"layers.{i}.blocks.{j}.", start + j + 1) for j in range(len(layer.blocks))]
-            groups.append((f"layers.{i}.downsample.", start + len(layer.blocks)))
-        return groups
-
-    def num_lr_layers(self) -> int:
-        """Layer ids of :meth:`group_matcher`: embedding, one per block, the head."""
-        return sum(self.depths) + 2
-
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens before the first stage: ``(B, 3, H, W) -> (B, H/p', W/p', C)``
+        (patch embedding, absolute position embedding, dropout)."""
         x = self.patch_embed(x)  # (B, Ph, Pw, C)
         if self.absolute_pos_embed is not None:
             Ph, Pw = x.shape[1:3]
@@ -582,61 +575,3 @@ class SwinTransformer(nn.Module):
                 pos = pos.permute(0, 2, 3, 1)
             x = x + pos.reshape(1, Ph, Pw, -1)
         return self.pos_drop(x)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W) -> (B, h, w, C_last)``, final-normed (channels last)."""
-        x = self.layers(self._embed(x))
-        return self.norm(x) if self.norm is not None else x
-
-    # ------------------------------------------------------------------ public
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Final normed feature map: ``(B, 3, H, W) -> (B, C_last, H/32', W/32')``
-        (``'``: sizes rounded up at every padding)."""
-        return self._features(x).permute(0, 3, 1, 2)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool and head: ``(B, C, h, w) -> (B, num_classes)``
-        (``(B, C)`` with ``pre_logits`` or ``num_classes == 0``)."""
-        pooled = features.mean(dim=(-2, -1))
-        return pooled if pre_logits else self.head(pooled)
-
-    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled, final-normed features ``(B, 3, H, W) -> (B, C_last)``."""
-        return self._features(x).mean(dim=(1, 2))
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stage maps for dense tasks: a list of ``(B, C_i, H_i, W_i)``
-        (output of each stage's blocks, before its patch merging; no norm)."""
-        x = self._embed(x)
-        stages = []
-        for layer in self.layers:
-            x = layer.blocks(x)
-            stages.append(x.permute(0, 3, 1, 2))
-            if layer.downsample is not None:
-                x = layer.downsample(x)
-        return stages
-
-    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the attention probabilities of every block (through
-        :func:`~.layers.record_attention`).
-
-        Returns:
-            ``(logits (B, num_classes), attentions)`` where ``attentions[k]``
-            is ``(B, num_windows, num_heads, N, N)`` for block k (counted over
-            all stages), N = window*window of that block at this input size;
-            windows are those of the cyclically shifted map for SW-MSA blocks.
-        """
-        with record_attention(self) as attns:
-            logits = self(x)
-        return logits, attns
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_chans, H, W) -> (B, num_classes)`` (or ``(B, C)`` without a head)."""
-        return self.head(self._features(x).mean(dim=(1, 2)))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a fresh ``Linear(C, num_classes)`` (0: no head)."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            init_weights(self.head, self.init)

@@ -17,14 +17,16 @@ attention probabilities come out through :func:`~.layers.record_attention`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import fast
+from .backbone import BackboneMixin, check_output_fmt, feature_take_indices
 from .fast import SpeedOptions, make_dropout, resolve_speed
-from .layers import AttentionModule, DropPath, init_weights_trunc_normal, record_attention, to_2tuple
+from .layers import AttentionModule, DropPath, init_weights_trunc_normal, to_2tuple
 
 __all__ = ["VisionTransformer", "Attention", "Block"]
 
@@ -124,8 +126,15 @@ class Block(nn.Module):
         return x + self.drop_path(branch(x))
 
 
-class VisionTransformer(nn.Module):
-    """Vision Transformer classifier.
+class VisionTransformer(BackboneMixin, nn.Module):
+    """Vision Transformer classifier and backbone.
+
+    Backbone API as timm's ``VisionTransformer``: ``forward_intermediates``
+    (block outputs as maps ``(B, D, H/p, W/p)`` or tokens), ``feature_info``
+    (``blocks.i``, ``embed_dim`` channels, reduction ``patch_size``),
+    ``prune_intermediate_layers``, ``set_grad_checkpointing`` (every block
+    under ``torch.utils.checkpoint``, :class:`~.backbone.BackboneMixin`),
+    ``group_matcher``, ``get_classifier`` / ``reset_classifier``.
 
     Args:
         img_size: default input size; the position embedding is laid out for
@@ -271,16 +280,19 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normed tokens ``(B, 3, H, W) -> (B, prefix + N, D)``."""
-        return self.norm(self.blocks(self._tokens(x)))
+        return self.norm(self._run_blocks(self.blocks, self._tokens(x)))
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool (per ``global_pool``) and classify: ``(B, T, D) -> (B, num_classes)``."""
+        """Pool (per ``global_pool``) and classify: ``(B, T, D) -> (B, num_classes)``
+        (``global_pool=""``: every token, ``(B, T, num_classes)``)."""
         if self.global_pool == "token":
             x = tokens[:, 0]
         elif self.global_pool == "avg":
             x = tokens[:, self.num_prefix_tokens :].mean(dim=1)
-        else:
+        elif self.global_pool == "flatten":
             x = tokens[:, self.num_prefix_tokens :].flatten(1)
+        else:  # "" (reset_classifier): no pooling, the head sees every token
+            x = tokens
         x = self.head_drop(x)
         if self.head_mlp is not None:
             x = self.head_mlp(x)
@@ -290,20 +302,121 @@ class VisionTransformer(nn.Module):
         """Pooled features before the final linear layer, ``(B, num_features)``."""
         return self.forward_head(self.forward_features(x), pre_logits=True)
 
-    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and every block's attention probabilities ``(B, heads, T, T)``
-        (through :func:`~.layers.record_attention`)."""
-        with record_attention(self) as attns:
-            logits = self(x)
-        return logits, attns
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, num_classes)``."""
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final linear layer by a fresh one with ``num_classes`` outputs."""
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
+    # ------------------------------------------------------------------ backbone API
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """One dict per block (timm's): ``num_chs`` ``embed_dim``, ``reduction``
+        ``patch_size`` [input pixels per token, of the resized input when
+        ``resize_to`` is set], ``module`` ``blocks.i``."""
+        return [dict(num_chs=self.embed_dim, reduction=self.patch_size, module=f"blocks.{i}")
+                for i in range(len(self.blocks))]
+
+    @property
+    def default_out_indices(self) -> int:
+        """Levels ``features_only`` returns by default: the last 3 blocks (timm's)."""
+        return min(3, len(self.blocks))
+
+    def _grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """Token grid of images ``x`` ``(B, C, H, W)``."""
+        H, W = self.img_size if self.resize_to else x.shape[-2:]
+        return H // self.patch_size, W // self.patch_size
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """Block outputs (timm's ``VisionTransformer.forward_intermediates``).
+
+        Args:
+            x: images ``(B, in_chans, H, W)``.
+            indices: blocks to return: None all, an int n the last n, or a
+                sequence of indices (negative from the end).
+            return_prefix_tokens: each entry becomes ``(map, prefix tokens
+                (B, num_prefix_tokens, D))``.
+            norm: apply the final norm to every block output taken.
+            stop_early: stop after the last block taken.
+            output_fmt: ``"NCHW"`` ``(B, D, H/p, W/p)``, ``"NHWC"``, or
+                ``"NLC"`` (patch tokens ``(B, N, D)``).
+            intermediates_only: return the list only.
+
+        Returns:
+            the block outputs without the prefix tokens, and unless
+            ``intermediates_only`` first the final normed tokens
+            ``(B, prefix + N, D)`` (:meth:`forward_features`).
+
+        Raises:
+            ValueError: bad ``indices`` or ``output_fmt``, bad input.
+        """
+        fmt = check_output_fmt(output_fmt, ("NCHW", "NHWC", "NLC"))
+        take, last = feature_take_indices(len(self.blocks), indices)
+        B, (gh, gw) = x.shape[0], self._grid(x)
+        x = self._tokens(x)
+        out = []
+        for i, block in enumerate(self.blocks):
+            if stop_early and i > last:
+                break
+            x = self._run_blocks((block,), x)
+            if i in take:
+                out.append(self.norm(x) if norm else x)
+        prefix = [y[:, : self.num_prefix_tokens] for y in out]
+        out = [y[:, self.num_prefix_tokens :] for y in out]
+        if fmt != "NLC":
+            out = [y.reshape(B, gh, gw, -1) for y in out]
+            out = [y.permute(0, 3, 1, 2).contiguous() for y in out] if fmt == "NCHW" else out
+        if return_prefix_tokens:
+            out = list(zip(out, prefix))
+        return out if intermediates_only else (self.norm(x), out)
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the final norm /
+        the head) that a feature backbone does not run (timm's method).
+
+        Returns:
+            the absolute indices taken. Raises: ValueError: bad ``indices``.
+        """
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            if self.head_mlp is not None:
+                self.num_features, self.head_mlp = self.head_mlp.fc1.in_features, None
+            self.reset_classifier(0, "" if self.global_pool != "flatten" else None)
+        return take
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the final linear layer by a fresh one with ``num_classes``
+        outputs (0: none) and set the pooling: ``"token"``, ``"avg"``, ``""``
+        (none) or None (keep); timm's signature. A ``"flatten"`` model keeps
+        its pooling (its head's width depends on it).
+
+        Raises:
+            ValueError: another ``global_pool``, ``"token"`` without a class
+                token, a change to or from ``"flatten"``, ``num_classes < 0``.
+        """
+        if global_pool is not None and global_pool != self.global_pool:
+            if "flatten" in (global_pool, self.global_pool):
+                raise ValueError(f"global_pool {self.global_pool!r} -> {global_pool!r}: the 'flatten' pooling "
+                                 "fixes the head's input width; build the model with the pooling instead")
+            if global_pool not in ("token", "avg", ""):
+                raise ValueError(f"global_pool={global_pool!r} is not one of 'token', 'avg', ''")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool='token' needs a class token (class_token=True)")
+            self.global_pool = global_pool
+        if int(num_classes) < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
+        if self.num_classes > 0:
             init_weights_trunc_normal(self.head)
