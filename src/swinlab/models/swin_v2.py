@@ -251,8 +251,9 @@ class SwinTransformerV2(SwinTransformer):
             window when fine-tuning to another window (official
             ``PRETRAINED_WINDOW_SIZES``, e.g. ``(12, 12, 12, 6)`` for the
             192 -> 256 / 384 models), 0 for the model's own window.
-        the rest: as :class:`~.swin.SwinTransformer` (but ``block_layer`` /
-            ``downsample_layer``, which this class sets); defaults are
+        img_size, depths, window_size, **kwargs: as
+            :class:`~.swin.SwinTransformer` (keyword only; but ``block_layer``
+            / ``downsample_layer``, which this class sets); defaults are
             SwinV2-T at 256 px, window 8.
 
     Initialisation (``init="official"``): V1's, then the res-post-norms at
@@ -268,39 +269,19 @@ class SwinTransformerV2(SwinTransformer):
 
     def __init__(
         self,
+        *,
         img_size: int | tuple[int, int] = 256,
-        patch_size: int = 4,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        embed_dim: int = 96,
         depths: Sequence[int] = (2, 2, 6, 2),
-        num_heads: Sequence[int] = (3, 6, 12, 24),
         window_size: int | Sequence[int] = 8,
         pretrained_window_sizes: int | Sequence[int] = 0,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        ape: bool = False,
-        patch_norm: bool = True,
-        pad_input: bool = True,
-        init: str = "official",
-        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
-        act_layer: Callable[[], nn.Module] = nn.GELU,
-        speed: SpeedOptions | None = None,
+        **kwargs: Any,
     ) -> None:
         pws = _per_stage(pretrained_window_sizes, len(tuple(depths)), "pretrained_window_sizes")
-        bad = [p for p in pws if p < 0 or p == 1]
-        if bad:
+        if any(p < 0 or p == 1 for p in pws):
             raise ValueError(f"pretrained_window_sizes entries must be 0 (none) or >= 2, got {list(pws)}")
         blocks = [partial(SwinTransformerBlockV2, pretrained_window_size=p) for p in pws]
-        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                         embed_dim=embed_dim, depths=depths, num_heads=num_heads, window_size=window_size,
-                         mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
-                         attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, ape=ape,
-                         patch_norm=patch_norm, pad_input=pad_input, init=init, norm_layer=norm_layer,
-                         act_layer=act_layer, block_layer=blocks, downsample_layer=PatchMergingV2, speed=speed)
+        super().__init__(img_size=img_size, depths=depths, window_size=window_size, block_layer=blocks,
+                         downsample_layer=PatchMergingV2, **kwargs)
         self.pretrained_window_sizes = pws
 
     def _init_weights(self, scheme: str) -> None:
