@@ -390,3 +390,17 @@ def test_logit_scale_is_clamped_at_log_100():
         attn.logit_scale.fill_(10.0)
     assert torch.allclose(attn.logit_scale_factor(), torch.full((2, 1, 1), 100.0))
     assert math.isclose(LOGIT_SCALE_MAX, math.log(100.0))
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    from swinlab.weights import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = create_model("swinv2_tiny_window8_256", num_classes=3, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
+                         img_size=64, window_size=4, pretrained_window_sizes=[8, 4]).eval()
+    save_pretrained(model, tmp_path / "v2")
+    back = from_pretrained(tmp_path / "v2").eval()
+    assert isinstance(back, SwinTransformerV2) and back.pretrained_window_sizes == (8, 4)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), back(x))
