@@ -404,3 +404,15 @@ def test_save_pretrained_round_trip(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), back(x))
+
+
+def test_bf16_autocast_runs_and_keeps_its_own_cached_table():
+    model = _perturbed_v2()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).float()
+        again = model(x)  # fp32 after bf16: not served the bf16 table
+    assert torch.nn.functional.cosine_similarity(low, ref).min() > 0.99
+    assert torch.equal(again, ref)
