@@ -144,18 +144,18 @@ class Runner:
 
 
 def print_counts() -> None:
-    """Parameters and MACs/image of the official Swin / Swin-S3 / ViT sizes (meta device, instant)."""
+    """Parameters and MACs/image of the official Swin / Swin V2 / Swin-S3 / ViT sizes (meta device, instant)."""
     from swinlab.models import list_models
     from swinlab.models.flops import count_params
 
-    print(f"{'model':<34}{'params':>14}{'GMACs':>10}")
-    for name in list_models("swin_*") + list_models("vit_*"):
+    print(f"{'model':<36}{'params':>14}{'GMACs':>10}")
+    for name in list_models("swin_*") + list_models("swinv2_*") + list_models("vit_*"):
         if name.endswith("_in22k"):
             continue
         with torch.device("meta"):
             model = create_model(name)
         h, w = model.img_size
-        print(f"{name:<34}{count_params(model):>14,}{count_macs(model, (3, h, w)) / 1e9:>10.3f}")
+        print(f"{name:<36}{count_params(model):>14,}{count_macs(model, (3, h, w)) / 1e9:>10.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,3 +110,22 @@ def tiny_imagenet_classes(zip_path: Path, n: int | None = None) -> tuple[list[st
         wnids = zf.read(f"{root}/wnids.txt").decode().split()[:n]
         words = dict(line.split("\t", 1) for line in zf.read(f"{root}/words.txt").decode().splitlines() if "\t" in line)
     return wnids, [words[w].split(",")[0].strip() for w in wnids]
+
+
+def save_swinv2_ref_run(run: Path, reference_dir: Path) -> Path:
+    """A run folder (``run/best.pt``) holding the small reference Swin V2
+    (``configs_v2.json`` -> ``swinv2_ref``: 256 px, embed 16, window 8, 10
+    classes) with the weights of ``swinv2_ref_official.pth``, built as the
+    zoo's ``swinv2_tiny_window8_256`` with overrides."""
+    from swinlab import create_model
+
+    cfg = json.loads((reference_dir / "configs_v2.json").read_text())["swinv2_ref"]
+    model = create_model("swinv2_tiny_window8_256", pretrained=reference_dir / "swinv2_ref_official.pth",
+                         **{k: v for k, v in cfg.items() if k != "patch_size"})
+    names = [f"class_{i}" for i in range(cfg["num_classes"])]
+    run.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "model_name": "swinv2_tiny_window8_256",
+                "model_kwargs": dict(model.model_kwargs), "class_names": names, "classes": names,
+                "aug_config": {"img_size": 256, "eval_crop_ratio": 0.9, "interpolation": "bicubic"}},
+               run / "best.pt")
+    return run

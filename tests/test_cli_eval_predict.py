@@ -23,7 +23,7 @@ from swinlab.cli import predict as cli_predict
 from swinlab.cli.main import main
 from swinlab.inference import load_features, load_model, predict
 
-from runs_helpers import save_folder_run
+from runs_helpers import save_folder_run, save_swinv2_ref_run
 
 MODEL = "swin_micro_patch4_window4_64"
 FOLDERS = ["c0", "c1", "c2"]  # class ids (folder names, sorted)
@@ -166,6 +166,26 @@ def test_predict_end_to_end(setup, capsys):
     rc = main(["predict", str(run), str(setup["tmp"] / "nope.png")])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("swinlab predict: error:") and "nope.png" in err
+
+
+def test_predict_swinv2_with_attention_maps(setup, reference_dir, capsys):
+    """The small reference Swin V2 (official weights) through ``swinlab predict
+    --attention-out``: the same top classes as the model in this process, one
+    attention PNG per image."""
+    run = save_swinv2_ref_run(setup["tmp"] / "runs" / "v2", reference_dir)
+    images = _files(setup["data"] / "val")[:2]
+    att = setup["tmp"] / "att_v2"
+    rc = main(["predict", str(run), *images, "--topk", "3", "--json", "--attention-out", str(att)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    results = json.loads(captured.out)["results"]
+    model, info = load_model(run)
+    want = predict(model, info, images, topk=3)
+    for got, exp in zip(results, want):
+        assert [p["index"] for p in got["predictions"]] == [i for i, _, _ in exp]
+        assert all(abs(p["probability"] - q) < 1e-5 for p, (_, _, q) in zip(got["predictions"], exp))
+    assert sorted(p.name for p in att.iterdir()) == ["0000_img0.png", "0001_img1.png"]
+    assert type(model).__name__ == "SwinTransformerV2"
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])

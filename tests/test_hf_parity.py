@@ -25,15 +25,17 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import SwinConfig, SwinForImageClassification
+from transformers import SwinConfig, SwinForImageClassification, Swinv2Config, Swinv2ForImageClassification
 
 from swinlab import create_model
 from swinlab.models.swin import SwinTransformer
+from swinlab.models.swin_v2 import SwinTransformerV2
 from swinlab.weights import (
     detect_layout,
     hf_config_from_swin,
     swin_kwargs_from_hf_config,
     swinlab_to_hf,
+    swinv2_kwargs_from_hf_config,
     to_swinlab,
 )
 
@@ -55,6 +57,8 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
         noise = torch.randn(p.shape, generator=g)
         if "relative_position_bias_table" in name or "position_embeddings" in name:
             p.copy_(0.5 * noise)
+        elif name.endswith("logit_scale"):  # Swin V2: log(1/tau) per head, around log(10)
+            p.add_(0.5 * noise)
         elif p.ndim == 1 and name.endswith("weight"):  # LayerNorm scales
             p.copy_(1.0 + 0.2 * noise)
         elif name.endswith("bias"):
@@ -242,3 +246,47 @@ def test_hf_config_rejects_what_transformers_cannot_express():
     tiny = SwinTransformer(embed_dim=16, depths=[2, 2], num_heads=[1, 2], num_classes=3)
     with pytest.raises(ValueError, match="labels"):
         hf_config_from_swin(tiny, labels=["a", "b"])
+
+
+# --------------------------------------------------------------- Swin V2
+SWINV2_T = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=8)
+
+
+@pytest.fixture(scope="module")
+def hf_v2() -> Swinv2ForImageClassification:
+    """A random SwinV2-T-sized ``Swinv2ForImageClassification`` (256 px, window
+    8), every parameter perturbed (``logit_scale`` and the cpb MLP too)."""
+    config = Swinv2Config(image_size=256, patch_size=4, num_labels=10, **SWINV2_T)
+    model = Swinv2ForImageClassification._from_config(config, attn_implementation="eager").eval()
+    _randomise(model, seed=10)
+    with torch.no_grad():  # one head above the clamp at log(100)
+        model.swinv2.encoder.layers[2].blocks[0].attention.self.logit_scale[0].fill_(5.0)
+    return model
+
+
+def _ours_v2(hf_model, **kwargs) -> SwinTransformerV2:
+    config = hf_model.config.to_dict()
+    model = SwinTransformerV2(**{**swinv2_kwargs_from_hf_config(config), **kwargs}).eval()
+    model.load_state_dict(to_swinlab(hf_model.state_dict()), strict=True)
+    return model
+
+
+@pytest.mark.parametrize("size", [(256, 256), (256, 320)])
+def test_swinv2_logits_match_transformers(hf_v2, size):
+    """256x256 and a non-default 256x320 (stage 4: 8x10, one unshifted 8x8
+    window row padded to 8x16 in both; transformers fixes windows and shifts at
+    construction, as swinlab's construction rule does for img_size 256)."""
+    state = hf_v2.state_dict()
+    assert detect_layout(state) == "hf"
+    assert any(k.endswith("continuous_position_bias_mlp.0.weight") for k in state)
+    ours = _ours_v2(hf_v2)
+    assert ours.layers[3].blocks[1].shift_size == 0
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        want = hf_v2(pixel_values=x).logits
+        got, attn = ours.forward_attention(x)
+        fused = ours(x)
+    assert want.abs().max() > 0.1
+    assert (want - got).abs().max().item() <= LOGIT_TOL
+    assert (want - fused).abs().max().item() <= LOGIT_TOL
+    assert len(attn) == sum(SWINV2_T["depths"])

@@ -1,5 +1,5 @@
 """Checkpoint layouts -> swinlab: the reference checkpoints (official, timm,
-Hugging Face; ``shared/reference/checkpoints``) must convert, load with
+Hugging Face, torchvision; ``shared/reference/checkpoints``) must convert, load with
 ``strict=True`` and reproduce the reference implementations' logits."""
 
 from __future__ import annotations
@@ -31,17 +31,19 @@ def _load(reference_dir: Path, kind: str) -> dict:
         return load_file(str(reference_dir / "swin_ref_timm.safetensors"))
     if kind == "hf":
         return load_file(str(reference_dir / "swin_ref_hf" / "model.safetensors"))
+    if kind == "torchvision":
+        return load_file(str(reference_dir / "swin_ref_torchvision.safetensors"))
     if kind == "s3_timm":
         return load_file(str(reference_dir / "swin_s3_ref_timm.safetensors"))
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["official", "timm", "hf"])
+@pytest.mark.parametrize("kind", ["official", "timm", "hf", "torchvision"])
 def test_layout_detected(reference_dir, kind):
     assert detect_layout(unwrap_checkpoint(_load(reference_dir, kind))) == kind
 
 
-@pytest.mark.parametrize("kind", ["official", "timm", "hf"])
+@pytest.mark.parametrize("kind", ["official", "timm", "hf", "torchvision"])
 def test_reference_logits(reference_dir, reference_io, kind):
     model = _ref_model()
     model.load_state_dict(to_swinlab(_load(reference_dir, kind)), strict=True)
@@ -62,10 +64,10 @@ def test_s3_reference_logits(reference_dir, reference_io):
 
 
 def test_three_layouts_give_identical_tensors(reference_dir):
-    converted = {k: to_swinlab(_load(reference_dir, k)) for k in ("official", "timm", "hf")}
+    converted = {k: to_swinlab(_load(reference_dir, k)) for k in ("official", "timm", "hf", "torchvision")}
     base = converted["official"]
     assert not any(k.endswith(("relative_position_index", "attn_mask")) for k in base)
-    for kind in ("timm", "hf"):
+    for kind in ("timm", "hf", "torchvision"):
         assert converted[kind].keys() == base.keys(), kind
         for key, value in base.items():
             assert torch.equal(converted[kind][key], value), (kind, key)

@@ -30,7 +30,7 @@ from swinlab.cli.main import main
 from swinlab.inference.loading import load_model
 from swinlab.inference.predict import predict
 
-from runs_helpers import tiny_imagenet_classes
+from runs_helpers import save_swinv2_ref_run, tiny_imagenet_classes
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -307,3 +307,37 @@ def test_auto_runtime_server_answers_real_images_and_rejects_bad_ones(auto_serve
         bad = httpx.post(f"{auto_server}/predict?name={kind}", content=data, timeout=60)
         assert bad.status_code == status and message in bad.json()["detail"], bad.text
     assert httpx.post(f"{auto_server}/predict", content=val_images[names[0]], timeout=60).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def v2_server(reference_dir, tmp_path_factory):
+    """A real ``swinlab serve`` process with the small reference Swin V2 (official weights)."""
+    run = save_swinv2_ref_run(tmp_path_factory.mktemp("serve_v2") / "run", reference_dir)
+    for url in _serve(run):
+        yield url, run
+
+
+def _png(seed: int, size: tuple[int, int]) -> bytes:
+    arr = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(seed))
+    buf = io.BytesIO()
+    Image.fromarray(arr.to(torch.uint8).numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_swinv2_server_predicts_and_shows_attention(v2_server, tmp_path):
+    url, run = v2_server
+    images = {f"v2_{i}.png": _png(i, (120 - 16 * i, 100)) for i in range(3)}  # noise: ~36 kB each
+    r = httpx.post(f"{url}/predict", files=[("file", (n, b, "image/png")) for n, b in images.items()], timeout=60)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    for name, data in images.items():
+        (tmp_path / name).write_bytes(data)
+    model, info = load_model(run)
+    expected = predict(model, info, [str(tmp_path / n) for n in images], topk=5)
+    for got, want in zip(results, expected):
+        assert [p["index"] for p in got["predictions"]] == [i for i, _, _ in want]
+        assert all(abs(p["probability"] - q) < 1e-5 for p, (_, _, q) in zip(got["predictions"], want))
+    blocks = httpx.get(f"{url}/info", timeout=10).json()["attention_blocks"]
+    assert len(blocks) == 8 and blocks[-1].startswith("stage 4")  # every block of the four stages
+    r = httpx.post(f"{url}/attention", content=images["v2_0.png"], timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"

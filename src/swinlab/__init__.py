@@ -18,6 +18,7 @@ _EXPORTS = {
     "list_models": "swinlab.models.registry",
     "get_model_spec": "swinlab.models.registry",
     "SwinTransformer": "swinlab.models.swin",
+    "SwinTransformerV2": "swinlab.models.swin_v2",
     "VisionTransformer": "swinlab.models.vit",
     "SpeedOptions": "swinlab.models.fast",
     "pretrained_cfg": "swinlab.models.registry",

@@ -1,4 +1,5 @@
-"""Models: pure PyTorch modules -- Swin V1 / Swin-S3 (:mod:`.swin`), reference
+"""Models: pure PyTorch modules -- Swin V1 / Swin-S3 (:mod:`.swin`), Swin V2
+(:mod:`.swin_v2`), reference
 000's Keras variant (:mod:`.keras_swin`), ViT (:mod:`.vit`), the plain shared
 layers (:mod:`.layers`), the speed paths and their per-model options
 (:mod:`.fast`, :class:`SpeedOptions`) -- and the data-only registry
@@ -24,6 +25,7 @@ from .registry import (
     suggest_models,
 )
 from .swin import SwinTransformer
+from .swin_v2 import SwinTransformerV2
 from .vit import VisionTransformer
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PretrainedCfg",
     "SpeedOptions",
     "SwinTransformer",
+    "SwinTransformerV2",
     "VisionTransformer",
     "build_model",
     "default_preprocessing",

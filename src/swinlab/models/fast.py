@@ -32,6 +32,9 @@ option                         replaces                                         
                                tokens (:meth:`FastMlp.forward_blocked`)          115 -> 62 ms)
 ``blocked_mlp_training``       the MLP in CPU training, recomputing hidden      RESULTS_models "BlockedMlpFunction"
                                activations (:class:`BlockedMlpFunction`)        (251-263 -> 198-218 ms)
+``cached_position_bias``       Swin V2's position-bias MLP on every forward     benchmarks/bench_swinv2_paths.py
+                               by its table kept for inference
+                               (:class:`InferenceCache`)
 =============================  ===============================================  ===================================
 """
 
@@ -66,6 +69,8 @@ __all__ = [
     "dropped_positions",
     "softmax_last_dim",
     "fused_window_attention",
+    "InferenceCache",
+    "inference_cache_key",
     "drop_path_residual",
     "window_order",
     "shift_and_partition",
@@ -96,6 +101,8 @@ class SpeedOptions:
         in_place_residual: without autograd, the residual goes into the branch output.
         blocked_mlp_inference: the MLP over token blocks without autograd.
         blocked_mlp_training: the MLP with recomputation in CPU training.
+        cached_position_bias: Swin V2 keeps its continuous position-bias
+            table between inference calls (:class:`InferenceCache`).
         mlp_block_elements: hidden activations per MLP block (2**21: 8 MiB fp32).
         mlp_recompute_min_bytes: smallest hidden map (bytes) that recomputes in training.
     """
@@ -110,6 +117,7 @@ class SpeedOptions:
     in_place_residual: bool = True
     blocked_mlp_inference: bool = True
     blocked_mlp_training: bool = True
+    cached_position_bias: bool = True
     mlp_block_elements: int = 2**21
     mlp_recompute_min_bytes: int = 32 * 2**20
 
@@ -118,7 +126,7 @@ class SpeedOptions:
         """Every speed path off: the reference formulation."""
         return cls(fast_dropout=False, short_row_softmax=False, fused_attn=False, one_gather_shift=False,
                    skip_dropped_samples=False, in_place_residual=False, blocked_mlp_inference=False,
-                   blocked_mlp_training=False)
+                   blocked_mlp_training=False, cached_position_bias=False)
 
 
 def cpu_float_lanes() -> int:
@@ -313,8 +321,8 @@ def softmax_last_dim(x: torch.Tensor, float_lanes: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- attention
 def fused_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                           num_windows: int) -> torch.Tensor:
-    """Replaces the explicit ``softmax(q k^T / sqrt(d) + mask) v`` of window
+                           num_windows: int, scale: float | None = None) -> torch.Tensor:
+    """Replaces the explicit ``softmax(q k^T * scale + mask) v`` of window
     attention by ``F.scaled_dot_product_attention`` on 4-D tensors (its
     fused CPU kernel runs on 4-D inputs only, so a per-window mask is
     expanded per image: :func:`~.windows.expand_window_mask`).
@@ -322,12 +330,62 @@ def fused_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ma
     Args:
         q, k, v: ``(B*nW, h, N, d)``. mask: ``(nW, h, N, N)`` or ``(1, h, N, N)``.
         num_windows: nW.
+        scale: the logit scale (None: ``1 / sqrt(d)``, paper V1 Eq. 4; Swin
+            V2's cosine attention folds its per-head scale into q and passes 1.0).
 
     Returns:
         ``(B*nW, h, N, d)``.
     """
     full = mask if mask.shape[0] == 1 else expand_window_mask(mask, q.shape[0] // num_windows)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=full.to(q.dtype))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=full.to(q.dtype), scale=scale)
+
+
+# ----------------------------------------------------------------------------- inference cache
+class InferenceCache:
+    """One tensor computed from a module's weights, kept between inference
+    calls (``cached_position_bias``: Swin V2's continuous position bias,
+    :class:`~.swin_v2.WindowAttentionV2`, whose 2 -> 512 -> h MLP would
+    otherwise run on every forward of every block).
+
+    The holder uses it only when nothing can change the weights under it
+    (eval mode, no gradient wanted, not building a graph) and clears it
+    through public mechanisms whenever they may change: ``train()`` /
+    ``eval()``, ``load_state_dict`` and ``state_dict`` (module hooks;
+    ``state_dict`` hands out the tensors that in-place updaters such as
+    an EMA write into). Entries are keyed by :func:`inference_cache_key`.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+        self._sources: tuple[torch.Tensor, ...] = ()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        """The tensor stored under ``key``, or None."""
+        return self._value if self._value is not None and self._key == key else None
+
+    def put(self, key: tuple, value: torch.Tensor, sources: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        """Store ``value`` (detached) under ``key``, holding ``sources`` (the
+        tensors the key names by id); returns it."""
+        self._key, self._value, self._sources = key, value.detach(), tuple(sources)
+        return self._value
+
+    def clear(self) -> None:
+        """Forget the stored tensor."""
+        self._key = self._value = None
+        self._sources = ()
+
+
+def inference_cache_key(weights: tuple[torch.Tensor, ...], *extra: Any) -> tuple:
+    """What a cached tensor computed from ``weights`` depends on besides
+    their values: which tensors they are (``id``: ``torch.func.functional_call``
+    swaps them; :meth:`InferenceCache.put` keeps them alive, so an id is not
+    reused while cached), their device and dtype, the autocast state of that
+    device type, inference mode, and ``extra``."""
+    kind = weights[0].device.type
+    autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+    return (tuple(id(w) for w in weights), weights[0].device, weights[0].dtype, autocast,
+            torch.get_autocast_dtype(kind) if autocast else None, torch.is_inference_mode_enabled(), *extra)
 
 
 # ----------------------------------------------------------------------------- residual

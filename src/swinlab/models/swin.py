@@ -173,24 +173,44 @@ class WindowAttention(AttentionModule):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * self.window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone(),
                              persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = make_dropout(attn_drop, self.speed)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = make_dropout(proj_drop, self.speed)
+        self.init_position_bias()
+
+    def init_position_bias(self) -> None:
+        """Create the position-bias parameters (called at the end of
+        ``__init__``; a variant such as Swin V2 creates its own): the table
+        ``relative_position_bias_table`` ``((2M-1)^2, h)``, truncated normal
+        std 0.02 (official ``WindowAttention``)."""
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * self.window_size - 1) ** 2, self.num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    def position_bias_table(self) -> torch.Tensor:
+        """The bias of every relative offset of an M x M window, ``((2M-1)^2, h)``,
+        rows indexed by :func:`~.windows.relative_position_index` (V1: the learned table)."""
+        return self.relative_position_bias_table
+
     def relative_position_bias(self, window_size: int | None = None) -> torch.Tensor:
-        """The bias B of Eq. 4, ``(num_heads, N, N)``, for a run-time window ``m <= M`` (N = m*m)."""
+        """The bias B of Eq. 4, ``(num_heads, N, N)``, for a run-time window ``m <= M`` (N = m*m):
+        the rows of :meth:`position_bias_table` for the offsets of an m x m window."""
         m = self.window_size if window_size is None else window_size
+        table = self.position_bias_table()
         if m == self.window_size:
             index = self.relative_position_index
         else:
-            index = relative_position_index(m, self.window_size, self.relative_position_bias_table.device)
-        bias = self.relative_position_bias_table[index.reshape(-1)].view(m * m, m * m, -1)
+            index = relative_position_index(m, self.window_size, table.device)
+        bias = table[index.reshape(-1)].view(m * m, m * m, -1)
         return bias.permute(2, 0, 1).contiguous()
+
+    def qkv_heads(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The qkv projection split into heads: ``(B*nW, N, C)`` -> q, k, v, each ``(B*nW, h, N, d)``."""
+        B_, N, _ = windows.shape
+        qkv = self.qkv(windows).view(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
 
     def forward(self, windows: torch.Tensor, num_windows: int, shift_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -202,13 +222,12 @@ class WindowAttention(AttentionModule):
             shift_mask: SW-MSA mask ``(nW, N, N)``, or None for W-MSA.
         """
         B_, N, C = windows.shape
-        qkv = self.qkv(windows).view(B_, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B*nW, h, N, d)
+        q, k, v = self.qkv_heads(windows)  # each (B*nW, h, N, d)
         mask = self.relative_position_bias(math.isqrt(N)).to(q.dtype).unsqueeze(0)  # (1, h, N, N)
         if shift_mask is not None:
             mask = mask + shift_mask.unsqueeze(1)  # (nW, h, N, N)
         if self._fused(mask):
-            out = fast.fused_window_attention(q, k, v, mask, num_windows)
+            out = self.fused_attention(q, k, v, mask, num_windows)
         else:
             out = self.window_attention(q, k, v, mask, num_windows)
         out = out.transpose(1, 2).reshape(B_, N, C)
@@ -229,14 +248,26 @@ class WindowAttention(AttentionModule):
         """
         B_, h, N, d = q.shape
         nW = num_windows
-        attn = q.view(-1, nW, h, N, d) @ k.view(-1, nW, h, N, d).transpose(-2, -1)  # (B, nW, h, N, N)
-        attn = attn.mul_(self.scale).add_(mask)
+        attn = self.attention_logits(q, k, nW).add_(mask)  # (B, nW, h, N, N)
         if self.speed.short_row_softmax:
             attn = fast.softmax_last_dim(attn, self.speed.float_lanes)
         else:
             attn = attn.softmax(dim=-1)
         self.record(attn)
         return (self.attn_drop(attn) @ v.view(-1, nW, h, N, d)).view(B_, h, N, d)
+
+    def attention_logits(self, q: torch.Tensor, k: torch.Tensor, num_windows: int) -> torch.Tensor:
+        """``q k^T / sqrt(d)`` per window: q, k ``(B*nW, h, N, d)`` -> ``(B, nW, h, N, N)``
+        (a fresh tensor: the caller adds the mask in place)."""
+        B_, h, N, d = q.shape
+        attn = q.view(-1, num_windows, h, N, d) @ k.view(-1, num_windows, h, N, d).transpose(-2, -1)
+        return attn.mul_(self.scale)
+
+    def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                        num_windows: int) -> torch.Tensor:
+        """:meth:`window_attention` through :func:`~.fast.fused_window_attention` (no probabilities):
+        ``(B*nW, h, N, d)`` in and out."""
+        return fast.fused_window_attention(q, k, v, mask, num_windows)
 
     def _fused(self, mask: torch.Tensor) -> bool:
         """Whether the fused kernel may run: asked for, no probabilities
@@ -263,7 +294,8 @@ class SwinTransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift_size: int = 0, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, act_layer: Callable[[], nn.Module] = nn.GELU,
-                 speed: SpeedOptions | None = None) -> None:
+                 speed: SpeedOptions | None = None,
+                 attn_layer: Callable[..., nn.Module] = WindowAttention) -> None:
         super().__init__()
         if not 0 <= shift_size < max(window_size, 1):
             raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}")
@@ -272,7 +304,8 @@ class SwinTransformerBlock(nn.Module):
         self.window_size = int(window_size)
         self.shift_size = int(shift_size)
         self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias, attn_drop, drop, speed)
+        self.attn = attn_layer(dim, self.window_size, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                               proj_drop=drop, speed=speed)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = make_mlp(dim, int(dim * mlp_ratio), act_layer, drop, speed)
@@ -304,9 +337,13 @@ class SwinTransformerBlock(nn.Module):
 
     def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
         """(S)W-MSA of ``LN(x)``: ``(B, H, W, C) -> (B, H, W, C)``."""
+        return self.window_msa(self.norm1(x))
+
+    def window_msa(self, x: torch.Tensor) -> torch.Tensor:
+        """(S)W-MSA of ``x``: pad to the window, cyclic shift + partition,
+        window attention, merge + reverse shift, crop; ``(B, H, W, C) -> (B, H, W, C)``."""
         B, H, W, C = x.shape
         window, shift = self.window_and_shift(H, W)
-        x = self.norm1(x)
         pad_h, pad_w = (-H) % window, (-W) % window
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # bottom/right to a multiple of the window
@@ -339,12 +376,17 @@ class PatchMerging(nn.Module):
         self.norm = norm_layer(4 * dim) if norm_layer is not None else None
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Each 2x2 group concatenated (official order), odd sizes padded first:
+        ``(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C)``."""
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
             H, W = H + H % 2, W + W % 2
-        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gather(x)
         if self.norm is not None:
             x = self.norm(x)
         return self.reduction(x)
@@ -443,7 +485,8 @@ class SwinTransformer(StagedBackboneMixin, nn.Module):
             (``nn.LayerNorm``, ``nn.GELU``; timm / torchvision injection).
         block_layer, downsample_layer: the block and patch-merging classes
             (torchvision's ``block`` / ``downsample_layer``): a second block
-            type plugs in here.
+            type plugs in here (Swin V2, :mod:`.swin_v2`); ``block_layer``
+            may also be a sequence, one per stage.
         speed: the :class:`~.fast.SpeedOptions` of this model (default: every
             measured speed path on, ``float_lanes`` from this CPU's ISA);
             ``SpeedOptions.plain()`` gives the reference formulation.
@@ -526,6 +569,10 @@ class SwinTransformer(StagedBackboneMixin, nn.Module):
         """The stages; a stage whose map at ``img_size`` is not larger than its
         window gets the map size as window and no shift (official rule)."""
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
+        blocks = block_args["block_layer"]
+        blocks = tuple(blocks) if isinstance(blocks, (list, tuple)) else (blocks,) * len(self.depths)
+        if len(blocks) != len(self.depths):
+            raise ValueError(f"block_layer has {len(blocks)} entries, expected one per stage ({len(self.depths)})")
         self.window_sizes: list[int] = []
         layers = []
         res = self.patches_resolution
@@ -536,7 +583,7 @@ class SwinTransformer(StagedBackboneMixin, nn.Module):
             layers.append(BasicLayer(dim=int(self.embed_dim * 2**i), depth=depth, num_heads=self.num_heads[i],
                                      window_size=ws, shift=shift, drop_path=dpr[start:start + depth],
                                      downsample=downsample_layer if i < len(self.depths) - 1 else None,
-                                     **block_args))
+                                     **dict(block_args, block_layer=blocks[i])))
             res = (math.ceil(res[0] / 2), math.ceil(res[1] / 2))
         return nn.Sequential(*layers)
 

@@ -14,6 +14,7 @@ the one-gather form that replaces them in a model with
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "shift_and_partition",
     "merge_and_unshift",
     "relative_position_index",
+    "relative_coords_table",
     "shift_attention_mask",
     "expand_window_mask",
 ]
@@ -116,6 +118,49 @@ def relative_position_index(window_size: int, table_window_size: int | None = No
         raise ValueError(f"table window {T} is smaller than window {window_size}")
     build = _build_relative_position_index if is_building_graph() else _cached_relative_position_index
     return build(window_size, T, torch.device(device))
+
+
+@torch.inference_mode(False)
+def _build_relative_coords_table(window_size: int, pretrained_window_size: int, device: torch.device) -> torch.Tensor:
+    offsets = torch.arange(-(window_size - 1), window_size, dtype=torch.float32, device=device)
+    norm = (pretrained_window_size if pretrained_window_size > 0 else window_size) - 1
+    if norm > 0:
+        offsets = offsets / norm
+    offsets = offsets * 8  # the normalised offsets span [-8, 8]
+    log_spaced = torch.sign(offsets) * torch.log2(offsets.abs() + 1.0) / math.log2(8)
+    grid = torch.stack(torch.meshgrid(log_spaced, log_spaced, indexing="ij"), dim=-1)  # (2M-1, 2M-1, 2)
+    return grid.reshape(-1, 2)
+
+
+_cached_relative_coords_table = lru_cache(maxsize=64)(_build_relative_coords_table)
+
+
+def relative_coords_table(window_size: int, pretrained_window_size: int = 0,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Log-spaced relative coordinates of Swin V2's continuous position bias
+    (Liu et al. 2022, Sec. 3.3, Eq. 4; official ``relative_coords_table``).
+
+    Each offset ``d`` in [-(M-1), M-1] along an axis is divided by ``P - 1``
+    (``P = pretrained_window_size``, or M when it is 0: coordinates
+    normalised by the pre-training window, so that a model fine-tuned at a
+    larger window sees the offsets it was trained on at the same values),
+    scaled to [-8, 8] and log-spaced: ``sign(x) * log2(1 + |x|) / log2(8)``.
+
+    Returns:
+        ``((2M-1)^2, 2)`` float32 (row ``(dh + M-1) * (2M-1) + (dw + M-1)``,
+        the rows :func:`relative_position_index` points to; cached per
+        window, pre-training window and device: do not modify).
+
+    Raises:
+        ValueError: ``window_size < 1``, or ``pretrained_window_size`` that is
+            negative or 1 (a 1-token window has no offsets to normalise by).
+    """
+    if window_size < 1:
+        raise ValueError(f"window_size must be >= 1, got {window_size}")
+    if pretrained_window_size < 0 or pretrained_window_size == 1:
+        raise ValueError(f"pretrained_window_size must be 0 (none) or >= 2, got {pretrained_window_size}")
+    build = _build_relative_coords_table if is_building_graph() else _cached_relative_coords_table
+    return build(int(window_size), int(pretrained_window_size), torch.device(device))
 
 
 @torch.inference_mode(False)

@@ -1,8 +1,10 @@
-"""The Swin model zoo: official Swin V1 sizes, Swin-S3 and the compact
+"""The Swin model zoo: official Swin V1 and V2 sizes, Swin-S3 and the compact
 configurations of the reference documents, and the ViT sizes.
 
-Sources of the numbers: official ``configs/swin/*.yaml`` of
-microsoft/Swin-Transformer (sizes, drop_path_rate), AutoFormerV2 / Swin-S3
+Sources of the numbers: official ``configs/swin/*.yaml`` and
+``configs/swinv2/*.yaml`` of microsoft/Swin-Transformer (sizes,
+drop_path_rate, pretrained window sizes; V2 names and evaluation crops as
+timm's ``swin_transformer_v2.py``), AutoFormerV2 / Swin-S3
 (Chen et al. 2021; windows per stage), reference 000 (Keras CIFAR-100 Swin),
 reference 003 (Swin-T on Tiny ImageNet), reference 004 (Keras CIFAR-100 ViT) and Lee et al. 2021 ("Vision
 Transformer for Small-Size Datasets", Swin rows of Table 2).
@@ -16,6 +18,7 @@ from .registry import ModelSpec, PretrainedCfg
 from .keras_swin import KerasSwinTransformer
 from .registry import register_model as _register_model
 from .swin import SwinTransformer
+from .swin_v2 import SwinTransformerV2
 from .vit import VisionTransformer
 
 # Parameters of each entry at its default arguments (registry data for fast listings;
@@ -41,6 +44,18 @@ _NUM_PARAMS = {
     "swin_tiny_patch4_window7_224": 28288354,
     "swin_tiny_patch4_window7_224_in22k": 44315083,
     "swin_tiny_patch4_window7_64": 27654500,
+    "swinv2_base_window12_192": 109280841,
+    "swinv2_base_window12to16_192to256": 87918816,
+    "swinv2_base_window12to24_192to384": 87918816,
+    "swinv2_base_window16_256": 87918816,
+    "swinv2_base_window8_256": 87918816,
+    "swinv2_large_window12_192": 228772549,
+    "swinv2_large_window12to16_192to256": 196739932,
+    "swinv2_large_window12to24_192to384": 196739932,
+    "swinv2_small_window16_256": 49728418,
+    "swinv2_small_window8_256": 49728418,
+    "swinv2_tiny_window16_256": 28347154,
+    "swinv2_tiny_window8_256": 28347154,
     "vit_base_patch16_224": 86567656,
     "vit_keras_cifar100_patch6_72": 21759012,
     "vit_small_patch16_224": 22050664,
@@ -99,6 +114,40 @@ for size, depths, windows, dpr, tag in (
         dict(img_size=224, patch_size=4, embed_dim=96, depths=depths, num_heads=(3, 6, 12, 24),
              window_size=windows, drop_path_rate=dpr, num_classes=1000),
         f"Swin-S3-{tag} (AutoFormerV2), windows {windows}", PretrainedCfg(f"{_S3_RELEASE}/S3-{tag}.pth")))
+
+# Swin Transformer V2 (official release v2.0.0), under timm's names. The
+# parameter count does not depend on the window (no bias tables: the cpb MLP
+# has the same shape at every window). Evaluation crop 0.9 (timm's
+# pretrained_cfg; the official V2 configs' TEST.CROP), 1.0 at 384 px.
+_V2_RELEASE = f"{_RELEASE}/v2.0.0"
+for size, window in (("tiny", 8), ("tiny", 16), ("small", 8), ("small", 16), ("base", 8), ("base", 16)):
+    embed_dim, depths, heads, dpr = _SIZES[size]
+    register_model(ModelSpec(
+        f"swinv2_{size}_window{window}_256", SwinTransformerV2,
+        dict(img_size=256, patch_size=4, embed_dim=embed_dim, depths=depths, num_heads=heads,
+             window_size=window, drop_path_rate=dpr, num_classes=1000),
+        f"SwinV2-{size[0].upper()} 256px window {window}, ImageNet-1k",
+        PretrainedCfg(f"{_V2_RELEASE}/swinv2_{size}_patch4_window{window}_256.pth",
+                      f"microsoft/swinv2-{size}-patch4-window{window}-256", crop_ratio=0.9)))
+for size in ("base", "large"):
+    embed_dim, depths, heads, _ = _SIZES[size]
+    register_model(ModelSpec(
+        f"swinv2_{size}_window12_192", SwinTransformerV2,
+        dict(img_size=192, patch_size=4, embed_dim=embed_dim, depths=depths, num_heads=heads,
+             window_size=12, drop_path_rate=0.2, num_classes=21841),
+        f"SwinV2-{size[0].upper()} 192px window 12, ImageNet-22k head (21,841 classes)",
+        PretrainedCfg(f"{_V2_RELEASE}/swinv2_{size}_patch4_window12_192_22k.pth",
+                      f"microsoft/swinv2-{size}-patch4-window12-192-22k", crop_ratio=0.9)))
+    for window, img, crop in ((16, 256, 0.9), (24, 384, 1.0)):
+        register_model(ModelSpec(
+            f"swinv2_{size}_window12to{window}_192to{img}", SwinTransformerV2,
+            dict(img_size=img, patch_size=4, embed_dim=embed_dim, depths=depths, num_heads=heads,
+                 window_size=window, pretrained_window_sizes=(12, 12, 12, 6), drop_path_rate=0.2,
+                 num_classes=1000),
+            f"SwinV2-{size[0].upper()} 22k 192px window 12 fine-tuned to {img}px window {window}, ImageNet-1k",
+            PretrainedCfg(f"{_V2_RELEASE}/swinv2_{size}_patch4_window12to{window}_192to{img}_22kto1k_ft.pth",
+                          f"microsoft/swinv2-{size}-patch4-window12to{window}-192to{img}-22kto1k-ft",
+                          crop_ratio=crop)))
 
 # Reference 000: the Keras CIFAR-100 Swin example as written (patch 2 on 32x32,
 # embed 64, 8 heads, window 2, shift 1, MLP 256, absolute position embedding,

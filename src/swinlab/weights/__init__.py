@@ -1,4 +1,4 @@
-"""Weights: checkpoint layouts (official / timm / Hugging Face), loading,
+"""Weights: checkpoint layouts (official / timm / Hugging Face / torchvision), loading,
 adaptation to other sizes and saving."""
 
 from .adapt import adapt_state_dict
@@ -8,6 +8,7 @@ from .layouts import (
     hf_config_from_swin,
     swin_kwargs_from_hf_config,
     swinlab_to_hf,
+    swinv2_kwargs_from_hf_config,
     to_swinlab,
     unwrap_checkpoint,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "save_pretrained",
     "swin_kwargs_from_hf_config",
     "swinlab_to_hf",
+    "swinv2_kwargs_from_hf_config",
     "to_swinlab",
     "unwrap_checkpoint",
 ]

@@ -28,6 +28,24 @@ its buffers; see :mod:`swinlab.models.swin`. The other layouts:
     ``mlp.fc1/fc2``, the names of its module's ``state_dict``. Both spellings
     are read; :func:`swinlab_to_hf` writes either.
 
+``"torchvision"``
+    torchvision ``SwinTransformer`` (``swin_t/s/b`` and, with
+    ``SwinTransformerBlockV2`` / ``PatchMergingV2``, ``swin_v2_t/s/b``):
+    ``features.0.{0,2}`` the patch conv and its norm, ``features.{2i+1}.{j}``
+    the blocks of stage i (MLP ``mlp.0`` / ``mlp.3``), ``features.{2i+2}``
+    the patch merging after stage i, ``norm``, ``head``; buffers dropped.
+    Swin V2's ``attn.qkv.bias`` ``(3C,)`` holds a key part that torchvision
+    zeroes in its forward; it is dropped, the rest becomes ``q_bias`` /
+    ``v_bias``.
+
+Swin V2 (:mod:`swinlab.models.swin_v2`) uses the same four layouts with
+its own leaves: official / timm ``attn.{logit_scale,q_bias,v_bias,cpb_mlp.*}``
+(official files add the ``relative_coords_table`` buffer), Hugging Face
+``Swinv2ForImageClassification`` ``swinv2.*`` with
+``attention.self.{query,key,value}`` (no key bias: query and value biases
+become ``q_bias`` / ``v_bias``), ``attention.self.logit_scale`` and
+``attention.self.continuous_position_bias_mlp.{0,2}``.
+
 Hugging Face patch merging sits at the END of stage i (as in the official
 code), so downsample indices carry over unchanged.
 """
@@ -51,19 +69,21 @@ __all__ = [
     "to_swinlab",
     "swinlab_to_hf",
     "swin_kwargs_from_hf_config",
+    "swinv2_kwargs_from_hf_config",
     "hf_config_from_swin",
 ]
 
-Layout = Literal["swinlab", "official", "timm", "hf"]
+Layout = Literal["swinlab", "official", "timm", "hf", "torchvision"]
 #: layout names accepted by :func:`to_swinlab`.
-LAYOUTS: tuple[str, ...] = ("swinlab", "official", "timm", "hf")
+LAYOUTS: tuple[str, ...] = ("swinlab", "official", "timm", "hf", "torchvision")
 
 # wrapper keys of training checkpoints, in order of preference
 _WRAPPERS = ("model", "state_dict", "model_state_dict", "module")
 _EMA_WRAPPERS = ("model_ema", "state_dict_ema", "ema")
 _PREFIXES = ("module.", "_orig_mod.")
-_BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
-_HF_PREFIXES = ("swin.", "embeddings.patch_embeddings.", "encoder.layers.")
+_BUFFER_SUFFIXES = ("relative_position_index", "attn_mask", "relative_coords_table")
+_HF_PREFIXES = ("swin.", "swinv2.", "embeddings.patch_embeddings.", "encoder.layers.")
+_HF_MODEL_PREFIXES = ("swin.", "swinv2.")
 _DOWNSAMPLE = re.compile(r"^layers[._](\d+)\.downsample\.")
 
 
@@ -152,8 +172,10 @@ def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
 
     Rules, first match wins (see the module docstring for the layouts):
 
-    * ``"hf"``: keys start with ``swin.``, ``embeddings.patch_embeddings.`` or
-      ``encoder.layers.`` (both transformers 4.x and 5.x names);
+    * ``"hf"``: keys start with ``swin.``, ``swinv2.``, ``embeddings.patch_embeddings.``
+      or ``encoder.layers.`` (both transformers 4.x and 5.x names);
+    * ``"torchvision"``: ``features.0.0.weight`` (the patch convolution) and
+      ``features.*`` keys;
     * ``"timm"``: ``head.fc.*``, or patch merging present but not in stage 0
       (``layers.{i+1}.downsample``);
     * ``"official"``: ``relative_position_index`` / ``attn_mask`` buffers;
@@ -175,6 +197,8 @@ def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
         raise ValueError("empty state_dict: no parameters to identify a checkpoint layout from")
     if any(k.startswith(_HF_PREFIXES) for k in keys):
         return "hf"
+    if "features.0.0.weight" in state_dict:
+        return "torchvision"
     if any(k.startswith("head.fc.") for k in keys) or _merging_at_stage_start(keys):
         return "timm"
     if any(k.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES for k in keys):
@@ -183,8 +207,9 @@ def detect_layout(state_dict: Mapping[str, Any]) -> Layout:
         return "swinlab"
     raise ValueError(
         "unknown checkpoint layout: expected swinlab/official names (patch_embed.proj.weight, "
-        "layers.i.blocks.j...), timm (head.fc.*, layers.{i+1}.downsample) or Hugging Face "
-        f"(swin.embeddings..., swin.encoder.layers...); sample keys: {_sample_keys(keys)}"
+        "layers.i.blocks.j...), timm (head.fc.*, layers.{i+1}.downsample), Hugging Face "
+        "(swin.embeddings..., swinv2.encoder.layers...) or torchvision (features.0.0.weight, "
+        f"features.N.M...); sample keys: {_sample_keys(keys)}"
     )
 
 
@@ -227,12 +252,17 @@ _HF_BLOCK = {
     "mlp.fc2": "mlp.fc2",
     "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
     "attention.relative_position_bias.relative_position_bias_table": "attn.relative_position_bias_table",
+    # Swinv2ForImageClassification (transformers keeps these names at load time)
+    "attention.self.logit_scale": "attn.logit_scale",
+    "attention.self.continuous_position_bias_mlp.0": "attn.cpb_mlp.0",
+    "attention.self.continuous_position_bias_mlp.2": "attn.cpb_mlp.2",
 }
 _HF_QKV = {
     "attention.self.query": 0, "attention.self.key": 1, "attention.self.value": 2,
     "attention.q_proj": 0, "attention.k_proj": 1, "attention.v_proj": 2,
 }
-_HF_DROP = ("attention.self.relative_position_index", "attention.relative_position_bias.relative_position_index")
+_HF_DROP = ("attention.self.relative_position_index", "attention.relative_position_bias.relative_position_index",
+            "attention.self.relative_coords_table")
 _HF_TOP = {
     "embeddings.patch_embeddings.projection": "patch_embed.proj",
     "embeddings.norm": "patch_embed.norm",
@@ -264,7 +294,7 @@ def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     qkv: dict[tuple[int, int, str], dict[int, torch.Tensor]] = {}
     unmapped: list[str] = []
     for full_key, value in sd.items():
-        key = full_key[len("swin."):] if full_key.startswith("swin.") else full_key
+        key = next((full_key[len(p):] for p in _HF_MODEL_PREFIXES if full_key.startswith(p)), full_key)
         if key == "embeddings.position_embeddings":
             out["absolute_pos_embed"] = _hf_pos_embed(value)
             continue
@@ -284,7 +314,7 @@ def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 continue
             unmapped.append(full_key)
             continue
-        if block and block.group(3) in _HF_BLOCK:  # the bias table (no .weight/.bias suffix)
+        if block and block.group(3) in _HF_BLOCK:  # bias table, logit_scale (no .weight/.bias suffix)
             out[f"layers.{block.group(1)}.blocks.{block.group(2)}.{_HF_BLOCK[block.group(3)]}"] = value
             continue
         m = _HF_DOWN_RE.match(key)
@@ -301,14 +331,76 @@ def _hf_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             f"Hugging Face checkpoint has {len(unmapped)} key(s) with no swinlab counterpart: "
             f"{_sample_keys(unmapped)}"
         )
+    v2 = any(k.endswith(".attn.logit_scale") for k in out)
     for (i, j, kind), parts in sorted(qkv.items()):
-        if sorted(parts) != [0, 1, 2]:
-            missing = [("query", "key", "value")[p] for p in range(3) if p not in parts]
-            raise ValueError(
-                f"Hugging Face checkpoint: block encoder.layers.{i}.blocks.{j} lacks the attention "
-                f"{kind} of {missing}; expected query, key and value"
-            )
-        out[f"layers.{i}.blocks.{j}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
+        out.update(_join_hf_qkv(f"layers.{i}.blocks.{j}.attn", kind, parts, v2))
+    return out
+
+
+def _join_hf_qkv(prefix: str, kind: str, parts: dict[int, torch.Tensor], v2: bool) -> dict[str, torch.Tensor]:
+    """HF ``query`` / ``key`` / ``value`` ``weight`` or ``bias`` (``parts``: 0, 1, 2)
+    as swinlab's ``qkv`` (concatenated in that order); Swin V2's biases
+    (query and value only, the key has none) as ``q_bias`` / ``v_bias``."""
+    if v2 and kind == "bias" and sorted(parts) == [0, 2]:
+        return {f"{prefix}.q_bias": parts[0], f"{prefix}.v_bias": parts[2]}
+    if sorted(parts) != [0, 1, 2]:
+        missing = [("query", "key", "value")[p] for p in range(3) if p not in parts]
+        block = prefix.replace("layers.", "encoder.layers.").removesuffix(".attn")
+        raise ValueError(
+            f"Hugging Face checkpoint: block {block} lacks the attention {kind} of {missing}; "
+            f"expected query, key and value" + (" (Swin V2: query and value biases only)" if v2 else "")
+        )
+    return {f"{prefix}.qkv.{kind}": torch.cat([parts[0], parts[1], parts[2]], dim=0)}
+
+
+# --------------------------------------------------------------------- torchvision
+_TV_PATCH = {"features.0.0": "patch_embed.proj", "features.0.2": "patch_embed.norm"}
+_TV_BLOCK_RE = re.compile(r"^features\.(\d+)\.(\d+)\.(.+)$")
+_TV_MERGE_RE = re.compile(r"^features\.(\d+)\.(reduction|norm)\.(weight|bias)$")
+_TV_MLP = {"mlp.0.": "mlp.fc1.", "mlp.3.": "mlp.fc2."}
+
+
+def _torchvision_block(prefix: str, name: str, value: torch.Tensor, v2: bool) -> dict[str, torch.Tensor]:
+    """One tensor of a torchvision block, in swinlab's names under ``prefix``
+    (V2's ``attn.qkv.bias``, whose key part torchvision ignores, becomes
+    ``q_bias`` / ``v_bias``)."""
+    for tv, ours in _TV_MLP.items():
+        if name.startswith(tv):
+            return {prefix + ours + name[len(tv):]: value}
+    if v2 and name == "attn.qkv.bias":
+        q, _, v = value.chunk(3)
+        return {prefix + "attn.q_bias": q, prefix + "attn.v_bias": v}
+    return {prefix + name: value}
+
+
+def _torchvision_to_swinlab(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision ``SwinTransformer`` (``swin_t/s/b``, ``swin_v2_t/s/b``):
+    ``features.0`` the patch embedding (conv ``.0``, LayerNorm ``.2``),
+    ``features.{2i+1}.{j}`` the blocks of stage i (``mlp.0`` / ``mlp.3``),
+    ``features.{2i+2}`` the patch merging after stage i, ``norm``, ``head``."""
+    sd = _drop_buffers(sd)
+    v2 = any(k.endswith(".attn.logit_scale") for k in sd)
+    out: dict[str, torch.Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in sd.items():
+        base, _, kind = key.rpartition(".")
+        merge, block = _TV_MERGE_RE.match(key), _TV_BLOCK_RE.match(key)
+        if base in _TV_PATCH:
+            out[f"{_TV_PATCH[base]}.{kind}"] = value
+        elif merge and int(merge.group(1)) % 2 == 0:
+            out[f"layers.{int(merge.group(1)) // 2 - 1}.downsample.{merge.group(2)}.{merge.group(3)}"] = value
+        elif block and int(block.group(1)) % 2 == 1:
+            prefix = f"layers.{int(block.group(1)) // 2}.blocks.{block.group(2)}."
+            out.update(_torchvision_block(prefix, block.group(3), value, v2))
+        elif base in ("norm", "head"):
+            out[key] = value
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise ValueError(
+            f"torchvision checkpoint has {len(unmapped)} key(s) with no swinlab counterpart: "
+            f"{_sample_keys(unmapped)}"
+        )
     return out
 
 
@@ -349,6 +441,8 @@ def to_swinlab(state_dict: Mapping[str, Any], layout: str | None = None) -> dict
         return _hf_to_swinlab(sd)
     if layout == "timm":
         return _timm_to_swinlab(sd)
+    if layout == "torchvision":
+        return _torchvision_to_swinlab(sd)
     out = _drop_buffers(sd)
     if "absolute_pos_embed" in out:
         out["absolute_pos_embed"] = _flat_pos_embed(out["absolute_pos_embed"])
@@ -495,6 +589,31 @@ def swin_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "num_classes": num_classes,
         "drop_path_rate": float(config.get("drop_path_rate", 0.1)),
     }
+
+
+def swinv2_kwargs_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~swinlab.models.swin_v2.SwinTransformerV2` keyword arguments
+    for a Hugging Face ``Swinv2Config`` ``config.json``.
+
+    Returns:
+        the keys of :func:`swin_kwargs_from_hf_config` plus
+        ``pretrained_window_sizes`` (per stage; 0 when the config has none).
+
+    Raises:
+        ValueError: ``model_type`` other than ``"swinv2"``, or what
+            :func:`swin_kwargs_from_hf_config` refuses (activation, eps,
+            missing fields), or ``pretrained_window_sizes`` of the wrong length.
+    """
+    model_type = config.get("model_type", "swinv2")
+    if model_type != "swinv2":
+        raise ValueError(f"config model_type is {model_type!r}; expected a Swin V2 ('swinv2') config")
+    kwargs = swin_kwargs_from_hf_config({**config, "model_type": "swin"})
+    stages = len(kwargs["depths"])
+    pws = config.get("pretrained_window_sizes") or [0] * stages
+    if len(pws) != stages:
+        raise ValueError(f"config pretrained_window_sizes {list(pws)} has {len(pws)} entries for {stages} stages")
+    kwargs["pretrained_window_sizes"] = [int(p) for p in pws]
+    return kwargs
 
 
 def hf_config_from_swin(model: nn.Module, labels: list[str] | None = None) -> dict[str, Any]:
