@@ -454,5 +454,8 @@ class FeatureBackbone(nn.Module):
         self.model.set_grad_checkpointing(enable)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images ``(B, 3, H, W)`` -> one map per level of ``out_indices``, shaped as
+        ``feature_info`` says (``(B, C_i, H / r_i, W / r_i)`` for NCHW, ``(B, H / r_i, W / r_i, C_i)``
+        for NHWC; timm's ``FeatureGetterNet``)."""
         return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
                                                 output_fmt=self.output_fmt, intermediates_only=True)

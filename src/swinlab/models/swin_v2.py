@@ -238,6 +238,7 @@ class PatchMergingV2(PatchMerging):
         self.norm = norm_layer(self.out_dim) if norm_layer is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` -> ``(B, ceil(H/2), ceil(W/2), out_dim)``: reduce, then normalise (V2)."""
         x = self.reduction(self.gather(x))
         return self.norm(x) if self.norm is not None else x
 
