@@ -32,7 +32,8 @@ def test_python_m_swinlab_train_help() -> None:
     out = subprocess.run([sys.executable, "-m", "swinlab", "train", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    for flag in ("--config", "--resume", "--time-budget-min", "--set KEY=VALUE", "--amp", "--export"):
+    for flag in ("--config", "--resume", "--time-budget-min", "--set KEY=VALUE", "--amp", "--export",
+                 "--grad-checkpointing"):
         assert flag in out.stdout
 
 

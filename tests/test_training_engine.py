@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import swinlab.models.backbone as backbone_module
+from swinlab.models import registry
+from swinlab.models.registry import ModelSpec
 from swinlab.training.config import ConfigError
 from swinlab.training.engine import soft_target_cross_entropy, train
 from swinlab.training.logging import COLUMNS
@@ -180,3 +183,52 @@ def test_cached_train_set_gives_the_same_run_as_the_loader(tmp_path: Path) -> No
             runs.append(train(cfg))
         assert len(runs[0]["step_losses"]) > 2
         assert runs[0]["step_losses"] == runs[1]["step_losses"], holdout
+
+
+def test_grad_checkpointing_checkpoints_every_block_and_keeps_the_losses(
+        squares: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``grad_checkpointing``: the same seed gives the same per-step losses (stochastic depth on:
+    the recomputation draws the same masks), and every block of every training forward runs
+    under ``torch.utils.checkpoint`` (none without the switch, none in evaluation)."""
+    calls: list[str] = []
+    real = backbone_module.checkpoint
+
+    def counting(fn: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(type(fn).__name__)
+        return real(fn, *args, **kw)
+
+    monkeypatch.setattr(backbone_module, "checkpoint", counting)
+    runs = {}
+    for on in (False, True):
+        calls.clear()
+        runs[on] = train(tiny_config(squares, tmp_path / f"gc_{on}", epochs=1, drop_path_rate=0.2,
+                                     grad_checkpointing=on))
+        runs[on]["calls"] = list(calls)
+    assert runs[False]["calls"] == []
+    steps = len(runs[True]["step_losses"])
+    assert steps == 6 and runs[True]["calls"] == ["SwinTransformerBlock"] * 4 * steps  # 2 + 2 blocks per step
+    np.testing.assert_allclose(runs[True]["step_losses"], runs[False]["step_losses"], rtol=0, atol=1e-5)
+    saved = json.loads((tmp_path / "gc_True" / "config.json").read_text())
+    assert saved["grad_checkpointing"] is True
+
+
+class _NoCheckpointing(torch.nn.Module):
+    """A plug-in model without ``set_grad_checkpointing``."""
+
+    def __init__(self, num_classes: int = 3, img_size: int = 32, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_grad_checkpointing_names_a_model_without_it(squares: Path, tmp_path: Path) -> None:
+    registry.register_model(ModelSpec("test_no_checkpointing", _NoCheckpointing, dict(img_size=32)))
+    try:
+        cfg = tiny_config(squares, tmp_path / "nogc", model="test_no_checkpointing", model_overrides={},
+                          grad_checkpointing=True)
+        with pytest.raises(ConfigError, match="model 'test_no_checkpointing' .*has no set_grad_checkpointing"):
+            train(cfg)
+    finally:
+        registry.unregister_model("test_no_checkpointing")

@@ -73,6 +73,8 @@ class TrainConfig:
     pretrained_required: bool = _f(False, "refuse to run without pretrained weights (fine-tuning recipes)")
     drop_path_rate: float | None = _f(None, "stochastic depth rate (default: the model's)")
     model_overrides: dict[str, Any] = _f({}, "other constructor arguments of the model (--set model_overrides.K=V)")
+    grad_checkpointing: bool = _f(False, "recompute each block in the backward pass (torch.utils.checkpoint): less "
+                                         "memory, about a third more compute")
     # data
     data: str = _f("tiny-imagenet", "data set: tiny-imagenet, cifar10, cifar100 or folder")
     data_root: str | None = _f(None, "data location (tiny-imagenet: $SWINLAB_DATA, else the download cache)")

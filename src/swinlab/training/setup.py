@@ -169,7 +169,8 @@ def build_run_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pret
     (and its pretrained weights unless resuming).
 
     Raises:
-        ConfigError: a fine-tuning recipe without ``pretrained``.
+        ConfigError: a fine-tuning recipe without ``pretrained``; ``grad_checkpointing``
+            for a model without ``set_grad_checkpointing``.
     """
     spec_kwargs = get_model_spec(cfg.model).kwargs
     overrides = dict(cfg.model_overrides)
@@ -181,8 +182,25 @@ def build_run_model(cfg: TrainConfig, num_classes: int, img_size: int, load_pret
                           f"for model {cfg.model!r}")
     dpr_override = overrides.pop("drop_path_rate", None)
     dpr = cfg.drop_path_rate if cfg.drop_path_rate is not None else dpr_override
-    return create_model(cfg.model, num_classes=num_classes, drop_path_rate=dpr,
-                        pretrained=(cfg.pretrained or None) if load_pretrained else None, **overrides)
+    model = create_model(cfg.model, num_classes=num_classes, drop_path_rate=dpr,
+                         pretrained=(cfg.pretrained or None) if load_pretrained else None, **overrides)
+    if cfg.grad_checkpointing:
+        _enable_grad_checkpointing(model, cfg.model)
+    return model
+
+
+def _enable_grad_checkpointing(model: nn.Module, name: str) -> None:
+    """Turn on gradient checkpointing of every block (``grad_checkpointing``).
+
+    Raises:
+        ConfigError: the model class has no ``set_grad_checkpointing``.
+    """
+    switch = getattr(model, "set_grad_checkpointing", None)
+    if not callable(switch):
+        raise ConfigError(f"grad_checkpointing=true: model {name!r} ({type(model).__name__}) has no "
+                          f"set_grad_checkpointing method; drop --grad-checkpointing or choose a model that has it "
+                          f"(the Swin, SwinV2 and ViT families)")
+    switch(True)
 
 
 class ResizeSchedule:
