@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swinlab.data import AugmentConfig, kornia_randaugment_magnitude
-from swinlab.models import list_models
+from swinlab.models import get_model_spec, list_models, pretrained_cfg
 from swinlab.training.config import (
     ConfigError,
     TrainConfig,
@@ -17,10 +17,11 @@ from swinlab.training.config import (
     load_config,
     parse_set_items,
 )
+from swinlab.training.setup import build_run_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "src" / "swinlab" / "configs").glob("*.json"))
 EXPECTED = {"ref000_cifar100", "ref003_tiny_imagenet", "lee_smalldata_tiny_imagenet", "lee_smalldata_cifar100",
-            "ref004_vit_cifar100", "finetune_384", "quick_cpu_tiny_imagenet"}
+            "ref004_vit_cifar100", "finetune_384", "quick_cpu_tiny_imagenet", "finetune_swinv2_192to256"}
 
 
 def test_all_recipes_present() -> None:
@@ -46,6 +47,27 @@ def test_reference_recipes_follow_their_documents() -> None:
     assert (r0.lr, r0.weight_decay, r0.lr_schedule, r0.epochs) == (1e-3, 1e-4, "constant", 40)
     ft = load_config("finetune_384")
     assert ft.pretrained_required and ft.lr_scale_batch == 512
+
+
+def test_swinv2_finetune_recipe_follows_the_official_config() -> None:
+    """finetune_swinv2_192to256: swinv2_base_patch4_window12to16_192to256_22kto1k_ft.yaml (TRAIN and
+    DROP_PATH_RATE), the model at 256 px / window 16 with pretrained_window_sizes (12, 12, 12, 6),
+    finetune_384's augmentation, and the eval crop of the model's pretrained config."""
+    v2, v1 = load_config("finetune_swinv2_192to256"), load_config("finetune_384")
+    assert v2.model == "swinv2_base_window12to16_192to256" and v2.pretrained_required
+    assert (v2.epochs, v2.warmup_epochs, v2.weight_decay, v2.lr, v2.warmup_lr_init, v2.min_lr, v2.drop_path_rate) == (
+        30, 5, 1e-8, 2e-5, 2e-8, 2e-7, 0.2)
+    kwargs = get_model_spec(v2.model).kwargs
+    assert (kwargs["img_size"], kwargs["window_size"], tuple(kwargs["pretrained_window_sizes"])) == (
+        256, 16, (12, 12, 12, 6))
+    assert v2.aug.img_size == 256 and v2.aug.eval_crop_ratio == pretrained_cfg(v2.model).crop_ratio
+    same = ("random_resized_crop", "hflip", "color_jitter", "randaugment_n", "randaugment_m", "random_erasing",
+            "mixup_alpha", "cutmix_alpha", "label_smoothing", "interpolation")
+    assert {k: getattr(v2.aug, k) for k in same} == {k: getattr(v1.aug, k) for k in same}
+    assert (v2.batch_size, v2.lr_scale_batch, v2.clip_grad, v2.lr_schedule) == (
+        v1.batch_size, v1.lr_scale_batch, v1.clip_grad, v1.lr_schedule)
+    with pytest.raises(ConfigError, match="pretrained"):  # raised when the run builds its model
+        build_run_model(v2, num_classes=10, img_size=256, load_pretrained=True)
 
 
 def test_overrides_and_set_items() -> None:
