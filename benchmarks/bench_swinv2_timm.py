@@ -20,6 +20,11 @@ instructions), under bf16 autocast. Printed: the CPU ISA, images/s (median
 over repeats) and the per-repeat ratio swinlab / timm (median). The issue's
 target is >= 1.2x timm in each.
 
+``--ops ROWS`` prints, instead of the timings, the ROWS largest operators of
+each case under ``torch.profiler`` for both models side by side (self CPU ms
+per call, mean of ``--repeats`` profiled calls taking turns, GEMMs summed):
+where each model's time goes.
+
 MACs: one 256 px forward of each model counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2), beside swinlab's
 own :func:`swinlab.models.flops.count_macs` (which counts the explicit
@@ -37,6 +42,7 @@ from collections.abc import Callable
 import timm
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from swinlab import create_model
@@ -99,12 +105,35 @@ def compare(label: str, fns: dict[str, Callable[[], None]], batch: int, repeats:
           f"(per repeat {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
 
 
+def op_table(label: str, fns: dict[str, Callable[[], None]], rounds: int, rows: int) -> None:
+    """Per-operator self CPU time (ms per call, mean of ``rounds`` profiled calls of each
+    function, taking turns) side by side, the ``rows`` largest; GEMMs summed on a last line."""
+    totals: dict[str, dict[str, float]] = {k: {} for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+            for e in prof.key_averages():
+                totals[k][e.key] = totals[k].get(e.key, 0.0) + e.self_cpu_time_total / 1e3 / rounds
+    keys = sorted(set().union(*totals.values()), key=lambda op: -sum(t.get(op, 0.0) for t in totals.values()))
+    print(f"{label}: self CPU ms per call under the profiler (mean of {rounds})")
+    print(f"  {'operator':44s}" + "".join(f"{k:>10s}" for k in fns))
+    for op in keys[:rows]:
+        print(f"  {op[:44]:44s}" + "".join(f"{totals[k].get(op, 0.0):10.1f}" for k in fns))
+    gemm = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+    print(f"  {'GEMMs (mm, addmm, addmm_, bmm)':44s}" + "".join(
+        f"{sum(totals[k].get(op, 0.0) for op in gemm):10.1f}" for k in fns))
+    print(f"  {'total':44s}" + "".join(f"{sum(totals[k].values()):10.1f}" for k in fns), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--iters", type=int, default=2, help="calls per timed repeat")
+    p.add_argument("--ops", type=int, default=0, metavar="ROWS",
+                   help="instead of timing, print the ROWS largest operators of each case under the profiler")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="also time bf16 autocast (default: when the CPU has bf16 matrix instructions)")
     args = p.parse_args()
@@ -128,7 +157,13 @@ def main() -> None:
         tag = "bf16 autocast" if dtype else "fp32"
         for train in (False, True):
             fns = {k: runner(m, x, y, train, dtype) for k, m in models.items()}
-            compare(f"{tag} {'train' if train else 'infer'}", fns, args.batch, args.repeats, args.iters)
+            label = f"{tag} {'train' if train else 'infer'}"
+            if args.ops:
+                for fn in fns.values():
+                    fn()  # warm up (caches, allocator) before profiling
+                op_table(label, fns, args.repeats, args.ops)
+            else:
+                compare(label, fns, args.batch, args.repeats, args.iters)
 
 
 if __name__ == "__main__":
