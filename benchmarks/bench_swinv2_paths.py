@@ -17,10 +17,17 @@ formulation):
 The four models hold the same weights; the script first checks that their
 logits agree (max |difference| printed). The CPU ISA is printed with the figures.
 
+``--train``: the training step instead (train mode, forward, cross-entropy,
+backward, ``torch.optim.AdamW``; ``--bf16``: under bf16 autocast) of
+``default`` against ``default`` without ``cosine_logits_function`` (the
+logits' written-out backward), taking turns one step at a time; printed:
+the median step time of each and the median of the per-pair ratios.
+
 Usage::
 
     python benchmarks/bench_swinv2_paths.py                 # batch 8, 5 repeats of 2 batches
     python benchmarks/bench_swinv2_paths.py --batch 16 --repeats 3
+    python benchmarks/bench_swinv2_paths.py --train --batch 16 --repeats 12 [--bf16]
 """
 
 from __future__ import annotations
@@ -57,6 +64,42 @@ def build(name: str, speed: SpeedOptions, state: dict | None) -> torch.nn.Module
     return model
 
 
+def train_steps(args: argparse.Namespace) -> int:
+    """``--train``: per-pair step times of ``default`` and ``default`` without ``cosine_logits_function``."""
+    variants = {"default": SpeedOptions(), "no_cosine_fn": SpeedOptions(cosine_logits_function=False)}
+    models = {k: create_model(args.model, drop_path_rate=0.1, speed=v) for k, v in variants.items()}
+    models["no_cosine_fn"].load_state_dict(models["default"].state_dict())
+    size = models["default"].img_size
+    x, y = torch.randn(args.batch, 3, *size), torch.randint(0, 1000, (args.batch,))
+    dtype = torch.bfloat16 if args.bf16 else None
+    print(f"{args.model} {size[0]}x{size[1]} batch {args.batch}, training step, "
+          f"{'bf16 autocast' if dtype else 'fp32'}, {args.threads} threads, torch {torch.__version__}, "
+          f"ISA {torch.backends.cpu.get_cpu_capability()}")
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+
+    def step(k: str) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(models[k].train()(x).float(), y)
+        opts[k].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[k].step()
+        return time.perf_counter() - t
+
+    for k in models:
+        step(k)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(args.repeats):
+        for k in models:
+            times[k].append(step(k))
+    for k, ts in times.items():
+        print(f"  {k:<13} median {statistics.median(ts):.3f} s per step")
+    ratios = [b / a for a, b in zip(times["default"], times["no_cosine_fn"])]
+    print(f"  default is {statistics.median(ratios):.3f}x as fast as without cosine_logits_function "
+          f"(median of {len(ratios)} pairs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="swinv2_tiny_window8_256")
@@ -64,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--iters", type=int, default=2, help="batches timed per repeat")
+    p.add_argument("--train", action="store_true", help="time the training step (see the docstring)")
+    p.add_argument("--bf16", action="store_true", help="with --train: under bf16 autocast")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.train:
+        return train_steps(args)
     models: dict[str, torch.nn.Module] = {}
     for label, speed in VARIANTS.items():
         models[label] = build(args.model, speed, models["plain"].state_dict() if models else None)

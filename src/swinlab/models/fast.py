@@ -35,6 +35,9 @@ option                         replaces                                         
 ``cached_position_bias``       Swin V2's position-bias MLP on every forward     benchmarks/bench_swinv2_paths.py
                                by its table kept for inference
                                (:class:`InferenceCache`)
+``cosine_logits_function``     Swin V2's ``normalize(q) normalize(k)^T * s``    RESULTS_models "2026-12-08"
+                               in training by :class:`CosineLogitsFunction`     (SwinV2-T training step)
+                               (written-out backward)
 =============================  ===============================================  ===================================
 """
 
@@ -69,6 +72,8 @@ __all__ = [
     "dropped_positions",
     "softmax_last_dim",
     "fused_window_attention",
+    "CosineLogitsFunction",
+    "cosine_logits",
     "InferenceCache",
     "inference_cache_key",
     "drop_path_residual",
@@ -103,6 +108,8 @@ class SpeedOptions:
         blocked_mlp_training: the MLP with recomputation in CPU training.
         cached_position_bias: Swin V2 keeps its continuous position-bias
             table between inference calls (:class:`InferenceCache`).
+        cosine_logits_function: Swin V2's explicit cosine logits through
+            :class:`CosineLogitsFunction` (written-out backward).
         mlp_block_elements: hidden activations per MLP block (2**21: 8 MiB fp32).
         mlp_recompute_min_bytes: smallest hidden map (bytes) that recomputes in training.
     """
@@ -118,6 +125,7 @@ class SpeedOptions:
     blocked_mlp_inference: bool = True
     blocked_mlp_training: bool = True
     cached_position_bias: bool = True
+    cosine_logits_function: bool = True
     mlp_block_elements: int = 2**21
     mlp_recompute_min_bytes: int = 32 * 2**20
 
@@ -126,7 +134,8 @@ class SpeedOptions:
         """Every speed path off: the reference formulation."""
         return cls(fast_dropout=False, short_row_softmax=False, fused_attn=False, one_gather_shift=False,
                    skip_dropped_samples=False, in_place_residual=False, blocked_mlp_inference=False,
-                   blocked_mlp_training=False, cached_position_bias=False)
+                   blocked_mlp_training=False, cached_position_bias=False,
+                   cosine_logits_function=False)
 
 
 def cpu_float_lanes() -> int:
@@ -320,6 +329,62 @@ def softmax_last_dim(x: torch.Tensor, float_lanes: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- attention
+class CosineLogitsFunction(torch.autograd.Function):
+    """Swin V2's attention logits ``(q / |q|) (k / |k|)^T * s`` (paper Eq. 2,
+    ``s = exp(logit_scale)`` per head) with a written-out backward.
+
+    Replaces ``F.normalize(q) @ F.normalize(k)^T * s`` in training
+    (``cosine_logits_function``): autograd's graph of that keeps the
+    normalised maps and the norms and differentiates two divisions and an
+    ``(N, N)`` product with the scale; here the scale is folded into the
+    unit queries (an ``(N, d)`` product) and the backward is
+    ``dq = s / |q| * (dq' - q' <dq', q'> / s^2)``, ``dk = (dk' - k' <dk', k'>) / |k|``
+    with ``dq' = dS k'``, ``dk' = dS^T q'`` and ``ds = <dq', q'> / s`` summed
+    per head (q' = s q / |q|, k' = k / |k|). Norms are clamped at 1e-12 as
+    ``F.normalize`` does (the backward treats the clamp as inactive); no
+    double backward.
+
+    Arguments: ``q``, ``k`` ``(..., h, N, d)``, ``scale`` ``(h, 1, 1)``.
+    Returns ``(..., h, N, N)``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, scale):  # type: ignore[override]
+        rq = q.norm(dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        rk = k.norm(dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        qs = q * (rq * scale).to(q.dtype)
+        kn = k * rk.to(k.dtype)
+        ctx.save_for_backward(qs, kn, rq, rk, scale)
+        return qs @ kn.transpose(-2, -1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        qs, kn, rq, rk, scale = ctx.saved_tensors
+        grad = grad.to(qs.dtype)
+        dqs = grad @ kn
+        dkn = grad.transpose(-2, -1) @ qs
+        dot_q = (dqs * qs).sum(-1, keepdim=True)  # <dq', q'>: (..., h, N, 1)
+        dot_k = (dkn * kn).sum(-1, keepdim=True)
+        s = scale.to(dot_q.dtype)
+        dq = torch.addcmul(dqs, qs, dot_q / (-s * s)).mul_((rq * s).to(qs.dtype))
+        dk = torch.addcmul(dkn, kn, -dot_k).mul_(rk.to(kn.dtype))
+        dscale = None
+        if ctx.needs_input_grad[2]:
+            per_head = dot_q.to(scale.dtype).reshape(-1, *dot_q.shape[-3:]).sum(0)  # (h, N, 1)
+            dscale = per_head.sum(-2, keepdim=True) / scale
+        return dq, dk, dscale
+
+
+def cosine_logits(q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``normalize(q) @ normalize(k)^T * scale`` through :class:`CosineLogitsFunction`
+    (outside graph building; else the plain expression): q, k ``(..., h, N, d)``,
+    scale ``(h, 1, 1)`` -> ``(..., h, N, N)``."""
+    if is_building_graph():
+        return (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * scale.to(q.dtype)
+    return CosineLogitsFunction.apply(q, k, scale)
+
+
 def fused_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                            num_windows: int, scale: float | None = None) -> torch.Tensor:
     """Replaces the explicit ``softmax(q k^T * scale + mask) v`` of window

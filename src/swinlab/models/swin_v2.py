@@ -41,6 +41,8 @@ the clamped ``exp(logit_scale)`` folded into q, scale 1, bias and shift
 mask as one additive mask) whenever nothing needs the probabilities or a
 gradient into the bias (i.e. at inference; training the ``cpb_mlp`` takes
 the explicit path, as V1 does while its table trains);
+``cosine_logits_function`` computes the explicit path's logits (training)
+through :class:`~.fast.CosineLogitsFunction`, whose backward is written out;
 ``cached_position_bias`` keeps the ``16 * sigmoid(cpb_mlp(...))`` table
 between inference calls (:class:`~.fast.InferenceCache`; cleared by
 ``train()`` / ``eval()``, ``load_state_dict`` and ``state_dict``, or by
@@ -185,9 +187,12 @@ class WindowAttentionV2(WindowAttention):
     def attention_logits(self, q: torch.Tensor, k: torch.Tensor, num_windows: int) -> torch.Tensor:
         """``cos(q, k) * exp(logit_scale)`` per window: q, k ``(B*nW, h, N, d)`` -> ``(B, nW, h, N, N)``."""
         B_, h, N, d = q.shape
+        scale = self.logit_scale_factor()
+        if self.speed.cosine_logits_function:
+            return fast.cosine_logits(q.view(-1, num_windows, h, N, d), k.view(-1, num_windows, h, N, d), scale)
         qn = F.normalize(q, dim=-1).view(-1, num_windows, h, N, d)
         kn = F.normalize(k, dim=-1).view(-1, num_windows, h, N, d)
-        return (qn @ kn.transpose(-2, -1)) * self.logit_scale_factor().to(q.dtype)
+        return (qn @ kn.transpose(-2, -1)) * scale.to(q.dtype)
 
     def fused_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                         num_windows: int) -> torch.Tensor:
