@@ -11,6 +11,9 @@ import torch
 from swinlab.cli.main import main
 from swinlab.export.benchmark import _p90, format_report, gemm_gflops, run_benchmark
 from swinlab.inference.loading import load_model
+from swinlab.models.flops import count_macs
+
+from runs_helpers import save_swinv2_ref_run
 
 pytest.importorskip("onnxruntime")
 
@@ -66,3 +69,17 @@ def test_cli_runtime_choices_match_the_library():
     from swinlab.export.benchmark import RUNTIMES
 
     assert _RUNTIMES == RUNTIMES
+
+
+def test_benchmark_swinv2_run(tmp_path, reference_dir, capsys):
+    """``swinlab benchmark`` on a run folder of the small reference Swin V2: eager and
+    ONNX Runtime rows at its 256 px, and the GFLOP per image of ``count_macs``."""
+    run = save_swinv2_ref_run(tmp_path / "v2", reference_dir)
+    argv = ["benchmark", str(run), "--batch-sizes", "1", "--iters", "1", "--warmup", "0", "--threads", "1",
+            "--runtimes", "eager", "onnxruntime", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    model, _ = load_model(run)
+    assert report["img_hw"] == [256, 256] and [r["runtime"] for r in report["rows"]] == ["eager", "onnxruntime"]
+    assert report["gflop_per_image"] == pytest.approx(2 * count_macs(model, (3, 256, 256)) / 1e9, rel=1e-3)
+    assert all(r["images_per_s"] > 0 for r in report["rows"])

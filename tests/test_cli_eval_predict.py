@@ -203,3 +203,22 @@ def test_features_end_to_end(setup, suffix, capsys):
     rc = main(["features", str(run), str(data / "val" / "c0"), "--out", str(setup["tmp"] / "f.csv")])
     err = capsys.readouterr().err
     assert rc == 2 and ".npy or .safetensors" in err
+
+
+def test_features_swinv2_are_the_heads_input(setup, reference_dir, capsys):
+    """``swinlab features`` on the small reference Swin V2: one ``num_features``-wide
+    embedding per image, and the model's head applied to them gives the
+    probabilities ``predict`` gives (so they are the pooled, final-normed features)."""
+    run = save_swinv2_ref_run(setup["tmp"] / "runs" / "v2_features", reference_dir)
+    images = _files(setup["data"] / "val")[:3]
+    out = setup["tmp"] / "v2_feats.npy"
+    rc = main(["features", str(run), *images, "--out", str(out), "--batch-size", "2"])
+    assert rc == 0, capsys.readouterr().err
+    feats, names = load_features(out)
+    model, info = load_model(run)
+    assert feats.shape == (3, model.num_features) and names == images
+    with torch.no_grad():
+        probs = model.head(torch.from_numpy(feats)).softmax(-1)
+    for p, exp in zip(probs, predict(model, info, images, topk=3)):
+        assert p.topk(3).indices.tolist() == [i for i, _, _ in exp]
+        assert p.topk(3).values.tolist() == pytest.approx([q for _, _, q in exp], abs=1e-5)

@@ -73,7 +73,6 @@ __all__ = [
     "softmax_last_dim",
     "fused_window_attention",
     "CosineLogitsFunction",
-    "cosine_logits",
     "InferenceCache",
     "inference_cache_key",
     "drop_path_residual",
@@ -374,15 +373,6 @@ class CosineLogitsFunction(torch.autograd.Function):
             per_head = dot_q.to(scale.dtype).reshape(-1, *dot_q.shape[-3:]).sum(0)  # (h, N, 1)
             dscale = per_head.sum(-2, keepdim=True) / scale
         return dq, dk, dscale
-
-
-def cosine_logits(q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``normalize(q) @ normalize(k)^T * scale`` through :class:`CosineLogitsFunction`
-    (outside graph building; else the plain expression): q, k ``(..., h, N, d)``,
-    scale ``(h, 1, 1)`` -> ``(..., h, N, N)``."""
-    if is_building_graph():
-        return (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)) * scale.to(q.dtype)
-    return CosineLogitsFunction.apply(q, k, scale)
 
 
 def fused_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,

@@ -185,11 +185,14 @@ class WindowAttentionV2(WindowAttention):
         return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
 
     def attention_logits(self, q: torch.Tensor, k: torch.Tensor, num_windows: int) -> torch.Tensor:
-        """``cos(q, k) * exp(logit_scale)`` per window: q, k ``(B*nW, h, N, d)`` -> ``(B, nW, h, N, N)``."""
+        """``cos(q, k) * exp(logit_scale)`` per window: q, k ``(B*nW, h, N, d)`` -> ``(B, nW, h, N, N)``
+        (with ``speed.cosine_logits_function``, outside graph building, through
+        :class:`~.fast.CosineLogitsFunction`: same values, written-out backward)."""
         B_, h, N, d = q.shape
         scale = self.logit_scale_factor()
-        if self.speed.cosine_logits_function:
-            return fast.cosine_logits(q.view(-1, num_windows, h, N, d), k.view(-1, num_windows, h, N, d), scale)
+        if self.speed.cosine_logits_function and not is_building_graph():
+            return fast.CosineLogitsFunction.apply(q.view(-1, num_windows, h, N, d),
+                                                   k.view(-1, num_windows, h, N, d), scale)
         qn = F.normalize(q, dim=-1).view(-1, num_windows, h, N, d)
         kn = F.normalize(k, dim=-1).view(-1, num_windows, h, N, d)
         return (qn @ kn.transpose(-2, -1)) * scale.to(q.dtype)
