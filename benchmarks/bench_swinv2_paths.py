@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", action="store_true", help="time the training step (see the docstring)")
     p.add_argument("--bf16", action="store_true", help="with --train: under bf16 autocast")
     args = p.parse_args(argv)
+    if args.bf16 and not args.train:
+        p.error("--bf16 times the training step: give --train too")
     torch.set_num_threads(args.threads)
     if args.train:
         return train_steps(args)

@@ -35,8 +35,8 @@ option                         replaces                                         
 ``cached_position_bias``       Swin V2's position-bias MLP on every forward     benchmarks/bench_swinv2_paths.py
                                by its table kept for inference
                                (:class:`InferenceCache`)
-``cosine_logits_function``     Swin V2's ``normalize(q) normalize(k)^T * s``    RESULTS_models "2026-12-08"
-                               in training by :class:`CosineLogitsFunction`     (SwinV2-T training step)
+``cosine_logits_function``     Swin V2's ``normalize(q) normalize(k)^T * s``    benchmarks/bench_swinv2_paths.py
+                               in training by :class:`CosineLogitsFunction`     --train (RESULTS_models "2026-12-08")
                                (written-out backward)
 =============================  ===============================================  ===================================
 """
